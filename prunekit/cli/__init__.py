@@ -1,0 +1,67 @@
+"""``prunekit`` command line: a thin layer over the library. Each command is a module here."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from ..errors import PrunekitError
+
+# (module, one-line help) in the order `prunekit --help` lists them.
+COMMANDS = [
+    ("quickstart", "train, prune and finetune a small model on digits; print before/after"),
+    ("train", "train a model (baseline, or sparsity training with --sparsity-reg)"),
+    ("eval", "evaluate a checkpoint: top-1/top-5, params, FLOPs, latency"),
+    ("info", "list models, or params/FLOPs per layer of a model or checkpoint"),
+    ("prune", "prune a model: weight-level, L1-filter or network slimming"),
+    ("sweep", "sensitivity sweep: accuracy without finetune across pruning ratios"),
+    ("finetune", "finetune a pruned checkpoint (masks kept)"),
+    ("scratch", "retrain a pruned architecture from scratch (Scratch-E / Scratch-B)"),
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors: one line + exit 2, like ours
+        self.exit(2, f"prunekit: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every available subcommand."""
+    from .. import __version__
+
+    parser = _Parser(prog="prunekit", description="Neural-network pruning for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, help_text in COMMANDS:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:  # TEMPORARY while commands are being written
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_parser(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``prunekit`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except PrunekitError as exc:
+        print(f"prunekit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prunekit: interrupted", file=sys.stderr)
+        return 130
+
+
+def _console() -> None:  # pragma: no cover
+    sys.exit(main())

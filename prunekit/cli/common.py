@@ -1,0 +1,159 @@
+"""Flags and helpers shared by every CLI command."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..errors import PrunekitError
+
+DEFAULT_MODEL = "resnet20"
+DEFAULT_DATASET = "digits"
+
+
+def add_common_args(parser: argparse.ArgumentParser, *, epochs: int | None = None, lr: float | None = None,
+                    batch_size: int = 64, out_required: bool = True) -> None:
+    """Add ``--model --dataset --data-dir --epochs --batch-size --lr --seed --device --out --checkpoint``."""
+    g = parser.add_argument_group("common options")
+    g.add_argument("--model", default=None, help=f"zoo model name (default {DEFAULT_MODEL}; `prunekit info --list`)")
+    g.add_argument("--checkpoint", default=None,
+                   help="a model file or the output folder of any earlier prunekit command")
+    g.add_argument("--dataset", default=DEFAULT_DATASET, help="digits, fashion-mnist, mnist, cifar10, cifar100, "
+                                                               "imagenet, synthetic (default digits)")
+    g.add_argument("--data-dir", default=None, help="dataset root folder (default: the dataset's usual place)")
+    g.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    g.add_argument("--batch-size", type=int, default=batch_size, help="global batch size")
+    g.add_argument("--lr", type=float, default=lr, help="initial learning rate")
+    g.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are bit-reproducible)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    g.add_argument("--out", required=out_required, default=None, help="output folder")
+    g.add_argument("--limit", type=int, default=None,
+                   help="use only the first N samples of each split (quick runs)")
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """Optimizer / schedule flags of every command that trains."""
+    g = parser.add_argument_group("training options")
+    g.add_argument("--optimizer", default="sgd", help="sgd, adam or adamw")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--nesterov", action="store_true")
+    g.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=1e-4)
+    g.add_argument("--schedule", default="multistep", help="multistep, step, cosine, linear, onecycle, constant")
+    g.add_argument("--milestones", default="0.5,0.75",
+                   help="multistep milestones: fractions of --epochs (all < 1) or epoch numbers")
+    g.add_argument("--gamma", type=float, default=0.1, help="LR decay factor for multistep/step")
+    g.add_argument("--step-size", type=int, default=30, help="epochs between decays for --schedule step")
+    g.add_argument("--warmup-epochs", type=float, default=0.0, help="linear LR warm-up (epochs)")
+    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun")
+    g.add_argument("--workers", type=int, default=0, help="data-loading workers (folder datasets)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show progress bars (default: when stderr is a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def parse_floats(text: str, name: str) -> list[float]:
+    """Parse ``"0.1,0.2"`` into floats, or raise a PrunekitError naming the flag."""
+    try:
+        return [float(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise PrunekitError(f"{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def train_config(args: argparse.Namespace, **overrides: Any):
+    """Build a :class:`TrainConfig` from parsed flags (``overrides`` win)."""
+    from ..engine.trainer import TrainConfig
+
+    progress = args.progress if getattr(args, "progress", None) is not None else sys.stderr.isatty()
+    values = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                  momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
+                  schedule=args.schedule, milestones=tuple(parse_floats(args.milestones, "--milestones")),
+                  gamma=args.gamma, step_size=args.step_size, warmup_epochs=args.warmup_epochs,
+                  label_smoothing=args.label_smoothing, seed=args.seed, device=args.device, amp=args.amp,
+                  sync_bn=args.sync_bn, progress=progress, num_workers=args.workers)
+    values.update(overrides)
+    return TrainConfig(**values).validate()
+
+
+def load_datasets(args: argparse.Namespace, *, train: bool = True, test: bool = True):
+    """``(train_split or None, test_split or None)`` of ``--dataset``, optionally cut to ``--limit`` samples."""
+    from ..data import get_dataset, subset
+
+    out = []
+    for want, is_train in ((train, True), (test, False)):
+        if not want:
+            out.append(None)
+            continue
+        ds = get_dataset(args.dataset, root=args.data_dir, train=is_train)
+        if getattr(args, "limit", None):
+            if args.limit < 1:
+                raise PrunekitError(f"--limit must be positive, got {args.limit}")
+            ds = subset(ds, args.limit)
+        out.append(ds)
+    return tuple(out)
+
+
+def model_from_args(args: argparse.Namespace, data: Any | None):
+    """Load ``--checkpoint`` (checked against ``--model`` if given) or build ``--model`` fresh for ``data``.
+
+    Returns a :class:`~prunekit.checkpoint.Checkpoint` (``masks``/``meta`` empty for a fresh model).
+    """
+    from ..checkpoint import Checkpoint, load_checkpoint
+    from ..models import create_model
+
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint, expect_model=args.model)
+        if data is not None:
+            check_compatible(ckpt.model, data, args.checkpoint)
+        return ckpt
+    name = args.model or DEFAULT_MODEL
+    num_classes = data.num_classes if data is not None else 10
+    in_channels = data.in_channels if data is not None else 3
+    torch.manual_seed(args.seed)
+    return Checkpoint(model=create_model(name, num_classes=num_classes, in_channels=in_channels), masks=None,
+                      meta={})
+
+
+def check_compatible(model: nn.Module, data: Any, source: str) -> None:
+    """A checkpoint trained for another number of classes or channels than ``data`` is a user error."""
+    if getattr(model, "num_classes", data.num_classes) != data.num_classes or \
+            getattr(model, "in_channels", data.in_channels) != data.in_channels:
+        raise PrunekitError(f"{source} is a {model.num_classes}-class, {model.in_channels}-channel model; dataset "
+                            f"{data.name!r} has {data.num_classes} classes and {data.in_channels} channels")
+
+
+def input_size(data: Any | None, model: nn.Module | None = None) -> tuple[int, int, int]:
+    """Model input size (C, H, W) for ``data``, or a default for the model when there is no data."""
+    if data is not None:
+        return (data.in_channels, *data.image_size)
+    c = getattr(model, "in_channels", 3)
+    name = getattr(model, "prunekit_name", "")
+    side = 224 if name in {"resnet18", "resnet34", "resnet50", "vgg16_bn", "mobilenet_v2"} else 32
+    return (c, side, side)
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    """The ``--out`` folder, created; a path that exists as a file is a user error."""
+    p = Path(args.out)
+    if p.exists() and not p.is_dir():
+        raise PrunekitError(f"--out {p} exists and is not a folder")
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def model_metrics(model: nn.Module, size: tuple[int, int, int], *, latency: bool = True,
+                  latency_batch: int = 1, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Params, non-zero params, FLOPs (dense and sparse-aware, 2·MACs) and measured latency of ``model``."""
+    from ..metrics import measure_latency, summarize
+
+    m = summarize(model, (1, *size))
+    if latency:
+        m["latency_ms"] = measure_latency(model, size, batch_size=latency_batch, device=device).median_ms
+        m["latency_batch"] = latency_batch
+    return m

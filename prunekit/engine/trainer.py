@@ -1,0 +1,297 @@
+"""The training loop: one loop for baseline training, sparsity training, finetuning, Scratch-E/B and distillation.
+
+Features plug in through :mod:`prunekit.engine.hooks`; masks are first-class (enforced exactly and saved with
+every checkpoint). Outputs in ``out_dir``: ``model.safetensors`` (last), ``best.safetensors``, ``log.csv`` (one
+row per epoch) and ``train_state.pt`` (optimizer, RNG, progress) for an exact ``resume``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..checkpoint import load_state_strict, read_checkpoint_file, load_train_state, save_model, save_train_state
+from ..errors import CheckpointError, PrunekitError, check_range
+from ..utils.io import write_csv
+from .distributed import DistInfo, barrier, env_dist_info, init_distributed, resolve_device
+from .evaluate import accuracy_counts, evaluate
+from .hooks import Hook
+from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_factor
+
+LOG_FIELDS = ["epoch", "time_s", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "best_top1"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (all JSON-able)."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: str = "multistep"
+    milestones: Sequence[float] = (0.5, 0.75)
+    gamma: float = 0.1
+    step_size: int = 30
+    warmup_epochs: float = 0.0
+    per_step_schedule: bool = False
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    sync_bn: bool = False
+    eval_batch_size: int = 256
+    max_steps_per_epoch: int | None = None
+    progress: bool = False
+    num_workers: int = 0
+
+    def validate(self) -> "TrainConfig":
+        """Raise a PrunekitError naming the first out-of-range field."""
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise PrunekitError(f"epochs must be a positive integer, got {self.epochs}")
+        if self.batch_size < 1:
+            raise PrunekitError(f"batch size must be positive, got {self.batch_size}")
+        check_range("lr", self.lr, 0.0, 100.0, low_open=True)
+        check_range("weight decay", self.weight_decay, 0.0, 1.0)
+        check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_range("label smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        if self.optimizer not in OPTIMIZERS:
+            raise PrunekitError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise PrunekitError(f"unknown LR schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+@dataclass
+class FitResult:
+    """What a training run produced."""
+
+    best_top1: float | None
+    best_epoch: int | None
+    final: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+class Trainer:
+    """Runs :class:`TrainConfig` on a model; hooks receive this object (``module``, ``optimizer``, ``epoch``...)."""
+
+    def __init__(self, model: nn.Module, train_data: Any, val_data: Any, config: TrainConfig, *,
+                 masks: Mapping[str, torch.Tensor] | None = None, hooks: Sequence[Hook] = (),
+                 out_dir: str | Path | None = None, extra_meta: Mapping[str, Any] | None = None):
+        from ..pruning.masks import MaskHook
+
+        self.config = config.validate()
+        self.dist: DistInfo = env_dist_info()
+        self.device = resolve_device(config.device, self.dist)
+        init_distributed(self.device)
+        self.module = model.to(self.device)
+        if config.sync_bn and self.dist.enabled:
+            from .syncbn import convert_sync_batchnorm
+
+            self.module = convert_sync_batchnorm(self.module, self.device)
+        self.train_data, self.val_data = train_data, val_data
+        self.masks = {k: v.to(torch.bool) for k, v in masks.items()} if masks else None
+        self.hooks: list[Hook] = list(hooks) + ([MaskHook(self.masks)] if self.masks else [])
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.extra_meta = dict(extra_meta or {})
+        self.optimizer = build_optimizer(self.module.parameters(), config.optimizer, config.lr,
+                                         momentum=config.momentum, nesterov=config.nesterov,
+                                         weight_decay=config.weight_decay)
+        # AMP: float16 + loss scaling on CUDA; bfloat16 autocast (no scaling needed) on CPU.
+        self.amp = bool(config.amp)
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+        self.epoch = 0
+        self.step = 0
+        self.best_top1: float | None = None
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []
+
+    # -- model wrapping ---------------------------------------------------------------------------------------
+    def _wrapped(self) -> nn.Module:
+        if not self.dist.enabled:
+            return self.module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(self.module, device_ids=ids)
+
+    def _loader(self):
+        from ..data.loader import BatchLoader
+
+        return BatchLoader(self.train_data, batch_size=self.config.batch_size, shuffle=True, seed=self.config.seed,
+                           rank=self.dist.rank, world_size=self.dist.world_size, device=self.device, train=True,
+                           num_workers=self.config.num_workers)
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def _save(self) -> None:
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        extra = dict(self.extra_meta, epoch=self.epoch + 1, train_config=self.config.to_dict())
+        save_model(self.module, self.out_dir / "model.safetensors", masks=self.masks, extra=extra)
+        if self.history and self.history[-1].get("best_epoch_now"):
+            save_model(self.module, self.out_dir / "best.safetensors", masks=self.masks, extra=extra)
+        rows = [{k: v for k, v in r.items() if k in LOG_FIELDS} for r in self.history]
+        write_csv(self.out_dir / "log.csv", rows, LOG_FIELDS)
+        state = {
+            "epoch": self.epoch + 1,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "config": self.config.to_dict(),
+        }
+        save_train_state(state, self.out_dir / "train_state.pt")
+
+    def _try_resume(self) -> int:
+        """Restore model, optimizer, RNG and progress from ``out_dir``; return the epoch to start from."""
+        if self.out_dir is None or not (self.out_dir / "train_state.pt").is_file():
+            return 0
+        state = load_train_state(self.out_dir / "train_state.pt")
+        meta, weights, masks = read_checkpoint_file(self.out_dir / "model.safetensors")
+        if meta.get("model") != getattr(self.module, "prunekit_name", None):
+            raise CheckpointError(f"cannot resume: {self.out_dir} holds a {meta.get('model')!r} run, "
+                                  f"not {getattr(self.module, 'prunekit_name', '?')!r}")
+        load_state_strict(self.module, weights, str(self.out_dir / "model.safetensors"))
+        if masks:
+            self.masks = {k: v.to(torch.bool) for k, v in masks.items()}
+            for h in self.hooks:
+                if hasattr(h, "masks") and hasattr(h, "_cache"):
+                    h.masks, h._cache = dict(self.masks), None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
+        self.history = list(state["history"])
+        return int(state["epoch"])
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> FitResult:
+        """Train for ``config.epochs`` (continuing a previous run in ``out_dir`` when ``resume``)."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        start = self._try_resume() if resume else 0
+        net = self._wrapped()
+        loader = self._loader()
+        steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
+        if steps == 0:
+            raise PrunekitError("the training set is empty")
+        for h in self.hooks:
+            h.on_fit_start(self)
+        for epoch in range(start, cfg.epochs):
+            self.epoch = epoch
+            t0 = time.perf_counter()
+            train_stats, lr = self._train_epoch(net, loader, steps)
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **train_stats}
+            if self.val_data is not None and self.dist.is_main:
+                val = evaluate(self.module, self.val_data, cfg.eval_batch_size, self.device)
+                row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
+                improved = self.best_top1 is None or val["top1"] > self.best_top1
+                if improved:
+                    self.best_top1, self.best_epoch = val["top1"], epoch + 1
+                row["best_epoch_now"] = improved
+            row["best_top1"] = self.best_top1
+            row["time_s"] = round(time.perf_counter() - t0, 3)
+            for h in self.hooks:
+                h.on_epoch_end(self, epoch, row)
+            self.history.append(row)
+            self._save()
+            if cfg.progress and self.dist.is_main:
+                self._print_epoch(row)
+            barrier(self.dist)
+        final = dict(self.history[-1]) if self.history else {}
+        return FitResult(best_top1=self.best_top1, best_epoch=self.best_epoch, final=final,
+                         history=list(self.history), out_dir=self.out_dir)
+
+    def _train_epoch(self, net: nn.Module, loader, steps: int) -> tuple[dict[str, float], float]:
+        cfg = self.config
+        net.train()
+        loader.set_epoch(self.epoch)
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, n
+        lr = cfg.lr
+        bar = self._progress(steps)
+        for step, (x, y) in enumerate(loader):
+            if step >= steps:
+                break
+            self.step = step
+            lr = cfg.lr * lr_factor(cfg.schedule, self.epoch, step, steps, cfg.epochs, milestones=cfg.milestones,
+                                    gamma=cfg.gamma, step_size=cfg.step_size, warmup_epochs=cfg.warmup_epochs,
+                                    per_step=cfg.per_step_schedule)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                out = net(x)
+                loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                for h in self.hooks:
+                    loss = h.transform_loss(self, loss, out, x, y)
+            if not torch.isfinite(loss):
+                raise PrunekitError(f"training diverged at epoch {self.epoch + 1}, step {step + 1} "
+                                    f"(loss {float(loss)}); try a lower --lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.scaler.is_enabled():
+                self.scaler.unscale_(self.optimizer)
+            for h in self.hooks:
+                h.after_backward(self)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            for h in self.hooks:
+                h.after_step(self)
+            with torch.no_grad():
+                totals += torch.tensor([float(loss) * y.numel(), accuracy_counts(out.float(), y, (1,))[0],
+                                        y.numel()], dtype=torch.float64)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.4g}")
+        if bar is not None:
+            bar.close()
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(totals)
+        n = max(totals[2].item(), 1.0)
+        return {"train_loss": totals[0].item() / n, "train_top1": 100.0 * totals[1].item() / n}, lr
+
+    def _progress(self, steps: int):
+        if not (self.config.progress and self.dist.is_main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False, unit="batch")
+
+    @staticmethod
+    def _print_epoch(row: Mapping[str, Any]) -> None:
+        import sys
+
+        val = f" val top1 {row['val_top1']:.2f}" if row.get("val_top1") is not None else ""
+        print(f"epoch {row['epoch']}: loss {row['train_loss']:.4f} train top1 {row['train_top1']:.2f}{val} "
+              f"lr {row['lr']:.4g} ({row['time_s']:.1f}s)", file=sys.stderr, flush=True)
+
+
+def fit(model: nn.Module, train_data: Any, val_data: Any, config: TrainConfig, *,
+        masks: Mapping[str, torch.Tensor] | None = None, hooks: Sequence[Hook] = (),
+        out_dir: str | Path | None = None, resume: bool = False,
+        extra_meta: Mapping[str, Any] | None = None) -> FitResult:
+    """Train ``model`` in place; see :class:`Trainer`."""
+    trainer = Trainer(model, train_data, val_data, config, masks=masks, hooks=hooks, out_dir=out_dir,
+                      extra_meta=extra_meta)
+    return trainer.fit(resume=resume)

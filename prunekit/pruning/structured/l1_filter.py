@@ -1,0 +1,213 @@
+"""L1-norm filter pruning (Li et al. 2017), one-shot named/user plans and iterative rounds (REFERENCE §4).
+
+Importance of a filter = L1 norm of its weights over (in, kh, kw), computed on the weights of the model being
+pruned. A layer with ratio ``p`` keeps the top ``floor(out·(1−p))`` filters (ties: lower index first); the
+kept filters stay in their original order. In residual nets only each block's first conv is pruned (its outputs,
+the BN after it and the second conv's inputs); VGG prunes any conv (its BN and the next conv / first Linear).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from ...errors import PrunekitError, UnknownNameError, check_range
+from .core import Keep, StructuredResult, finish, guard_empty
+from .groups import ChannelGroup, describe
+
+VGG16_A_LAYERS = ("conv1_1", "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
+
+
+@dataclass(frozen=True)
+class NamedPlan:
+    """A published per-layer recipe: ``stage_ratios`` (or ``ratio`` on ``layers`` only), minus ``skip_ids``."""
+
+    model: str
+    stage_ratios: tuple[float, ...] = ()
+    ratio: float = 0.0
+    layers: tuple[str, ...] = ()
+    skip_ids: tuple[int, ...] = ()
+
+
+NAMED_PLANS: dict[str, NamedPlan] = {
+    "vgg16-A": NamedPlan("vgg16_l1", ratio=0.5, layers=VGG16_A_LAYERS),
+    "resnet56-A": NamedPlan("resnet56", stage_ratios=(0.1, 0.1, 0.1), skip_ids=(16, 20, 38, 54)),
+    "resnet56-B": NamedPlan("resnet56", stage_ratios=(0.6, 0.3, 0.1), skip_ids=(16, 18, 20, 34, 38, 54)),
+    "resnet110-A": NamedPlan("resnet110", stage_ratios=(0.5, 0.0, 0.0), skip_ids=(36,)),
+    "resnet110-B": NamedPlan("resnet110", stage_ratios=(0.5, 0.4, 0.3), skip_ids=(36, 38, 74)),
+}
+
+_KESI_RATIOS = (0.1, 0.2, 0.3)
+_SENSITIVE_110 = ("layer1.17", "layer2.0", "layer3.0")
+#: Per-round defaults of the iterative schedule (kesi, seed 002): (stage ratios, skipped blocks, layers, ratio).
+ITERATIVE_DEFAULTS: dict[str, NamedPlan] = {
+    "resnet56": NamedPlan("resnet56", stage_ratios=_KESI_RATIOS),
+    "resnet110": NamedPlan("resnet110", stage_ratios=_KESI_RATIOS),
+    "preresnet110": NamedPlan("preresnet110", stage_ratios=_KESI_RATIOS),
+    "wrn": NamedPlan("wrn_*", stage_ratios=_KESI_RATIOS),
+    "vgg16_l1": NamedPlan("vgg16_l1", ratio=0.25, layers=VGG16_A_LAYERS),
+}
+ITERATIVE_SKIP: dict[str, tuple[str, ...]] = {
+    "resnet56": ("layer1.7", "layer2.0", "layer3.0", "layer3.8"),
+    "resnet110": _SENSITIVE_110,
+    "preresnet110": _SENSITIVE_110,
+}
+
+
+def keep_count(size: int, ratio: float) -> int:
+    """``floor(size·(1−ratio))``, robust to binary rounding (``10·(1−0.9)`` is 1, not 0)."""
+    return int(math.floor(size * (1.0 - ratio) + 1e-9))
+
+
+def _match(groups: Sequence[ChannelGroup], names: Sequence[str], what: str) -> set[str]:
+    by_alias = {a: g.name for g in groups for a in g.aliases}
+    out = set()
+    for n in names:
+        n = n.strip()
+        if not n:
+            continue
+        if n not in by_alias:
+            examples = ", ".join(list(dict.fromkeys(g.aliases[1] if len(g.aliases) > 1 else g.name
+                                                    for g in groups))[:4])
+            raise PrunekitError(f"{what}: no prunable layer named {n!r} (examples: {examples}, ...)")
+        out.add(by_alias[n])
+    return out
+
+
+def layer_ratios(groups: Sequence[ChannelGroup], *, stage_ratios: Sequence[float] | None = None,
+                 ratio: float | None = None, layers: Sequence[str] = (), skip: Sequence[str] = (),
+                 skip_ids: Sequence[int] = ()) -> dict[str, float]:
+    """Pruning ratio of every group.
+
+    ``stage_ratios``: one ratio per stage (or one for all); ``ratio`` with ``layers``: only the named layers;
+    ``skip`` (layer/block names) and ``skip_ids`` (1-based conv ids) are kept whole.
+    """
+    n_stages = max(g.stage for g in groups) + 1
+    if stage_ratios is not None:
+        stage_ratios = [float(r) for r in stage_ratios]
+        if len(stage_ratios) == 1:
+            stage_ratios = stage_ratios * n_stages
+        if len(stage_ratios) != n_stages:
+            raise PrunekitError(f"--ratios needs 1 or {n_stages} values (one per stage), got {len(stage_ratios)}")
+        for r in stage_ratios:
+            check_range("ratio", r, 0.0, 1.0, high_open=True)
+    if ratio is not None:
+        check_range("ratio", ratio, 0.0, 1.0, high_open=True)
+    only = _match(groups, layers, "layers") if layers else None
+    skipped = _match(groups, skip, "--skip")
+    ids = {g.layer_id: g.name for g in groups}
+    for i in skip_ids:
+        if i not in ids:
+            raise PrunekitError(f"skip id {i} is not the first conv of a block (valid: {sorted(ids)[:5]}...)")
+        skipped.add(ids[i])
+    out = {}
+    for g in groups:
+        if g.name in skipped or (only is not None and g.name not in only):
+            continue
+        r = stage_ratios[g.stage] if stage_ratios is not None else (ratio or 0.0)
+        if only is not None and ratio is not None:
+            r = ratio
+        if r > 0:
+            out[g.name] = r
+    return out
+
+
+def filter_norms(conv: nn.Conv2d) -> torch.Tensor:
+    """L1 norm of every output filter (float64, on CPU)."""
+    return conv.weight.detach().abs().to("cpu", torch.float64).flatten(1).sum(1)
+
+
+def top_filters(norms: torch.Tensor, n_keep: int) -> list[int]:
+    """Indexes of the ``n_keep`` largest norms (ties: lower index first), in increasing order."""
+    order = torch.sort(norms, descending=True, stable=True).indices
+    return sorted(order[:n_keep].tolist())
+
+
+@torch.no_grad()
+def l1_keep(model: nn.Module, groups: Sequence[ChannelGroup], ratios: Mapping[str, float], *,
+            strict_empty: bool = False, notes: list[str] | None = None) -> Keep:
+    """Kept filters of every group with a ratio > 0."""
+    notes = notes if notes is not None else []
+    mods = dict(model.named_modules())
+    keep: Keep = {}
+    for g in groups:
+        if g.name not in ratios:
+            continue
+        norms = filter_norms(mods[g.conv])
+        kept = top_filters(norms, keep_count(g.size, ratios[g.name]))
+        keep[g.name] = guard_empty(g, kept, int(torch.argmax(norms)), strict=strict_empty,
+                                   what=f"L1-filter pruning at ratio {ratios[g.name]}", notes=notes)
+    return keep
+
+
+def resolve_named_plan(name: str) -> NamedPlan:
+    """The named plan ``name`` (vgg16-A, resnet56-A/B, resnet110-A/B)."""
+    if name not in NAMED_PLANS:
+        raise UnknownNameError(f"unknown L1-filter plan {name!r}; valid plans: {', '.join(NAMED_PLANS)}")
+    return NAMED_PLANS[name]
+
+
+def prune_l1_filter(model: nn.Module, *, plan: str | None = None, ratios: Sequence[float] | None = None,
+                    skip: Sequence[str] = (), layers: Sequence[str] = (), ratio: float | None = None,
+                    strict_empty: bool = False) -> StructuredResult:
+    """One-shot L1-norm filter pruning by a named ``plan`` or by per-stage ``ratios`` / ``skip`` (user plan)."""
+    groups = describe(model, "l1")
+    skip_ids: tuple[int, ...] = ()
+    if plan is not None:
+        np_ = resolve_named_plan(plan)
+        name = getattr(model, "prunekit_name", None)
+        if name is not None and name != np_.model:
+            raise PrunekitError(f"plan {plan!r} is defined for {np_.model}, not {name}")
+        ratios = ratios if ratios is not None else (np_.stage_ratios or None)
+        layers = layers or np_.layers
+        ratio = ratio if ratio is not None else (np_.ratio if np_.layers else None)
+        skip_ids = np_.skip_ids
+    elif ratios is None and ratio is None:
+        raise PrunekitError("L1-filter pruning needs --plan NAME or --ratios r1,r2,r3")
+    per_layer = layer_ratios(groups, stage_ratios=ratios, ratio=ratio, layers=layers, skip=skip, skip_ids=skip_ids)
+    notes: list[str] = []
+    keep = l1_keep(model, groups, per_layer, strict_empty=strict_empty, notes=notes)
+    return finish(model, groups, keep, "l1-filter", notes, {"plan": plan, "ratios": per_layer})
+
+
+def iterative_defaults(name: str | None) -> tuple[NamedPlan, tuple[str, ...]]:
+    """Per-round ratios and skipped blocks of the kesi schedule for zoo model ``name``."""
+    key = "wrn" if name and name.startswith("wrn_") else name
+    if key not in ITERATIVE_DEFAULTS:
+        raise PrunekitError(f"no iterative L1-filter schedule for {name!r} (defined for resnet56, resnet110, "
+                            "preresnet110, wrn_*, vgg16_l1): pass --ratios (and --skip)")
+    return ITERATIVE_DEFAULTS[key], ITERATIVE_SKIP.get(key, ())
+
+
+def iterative_round(model: nn.Module, *, ratios: Sequence[float] | None = None, skip: Sequence[str] | None = None,
+                    strict_empty: bool = False) -> StructuredResult:
+    """One round of iterative filter pruning on a (possibly already pruned) model: each prunable layer loses
+    ``p`` of its **remaining** filters (defaults: the kesi schedule of the model). Finetune between rounds is the
+    caller's job."""
+    groups = describe(model, "l1")
+    layers: tuple[str, ...] = ()
+    ratio = None
+    if ratios is None:
+        spec, default_skip = iterative_defaults(getattr(model, "prunekit_name", None))
+        ratios = spec.stage_ratios or None
+        layers, ratio = spec.layers, (spec.ratio if spec.layers else None)
+        skip = default_skip if skip is None else skip
+    per_layer = layer_ratios(groups, stage_ratios=ratios, ratio=ratio, layers=layers, skip=skip or ())
+    notes: list[str] = []
+    keep = l1_keep(model, groups, per_layer, strict_empty=strict_empty, notes=notes)
+    return finish(model, groups, keep, "l1-filter-iterative", notes, {"ratios": per_layer})
+
+
+def prune_iterative(model: nn.Module, rounds: int, **kwargs) -> list[StructuredResult]:
+    """``rounds`` consecutive :func:`iterative_round` s without finetune in between (one result per round)."""
+    if int(rounds) != rounds or rounds < 1:
+        raise PrunekitError(f"--rounds must be a positive integer, got {rounds}")
+    results = []
+    for _ in range(int(rounds)):
+        res = iterative_round(model, **kwargs)
+        results.append(res)
+        model = res.model
+    return results

@@ -1,0 +1,87 @@
+"""Checkpoints: (architecture, cfg, state_dict) in safetensors, no pickle, clear errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prunekit import create_model, load_checkpoint, load_model, save_model
+from prunekit.errors import CheckpointError, PrunekitError
+
+
+def test_save_and_load_round_trip_is_exact(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=7, in_channels=1).eval()
+    path = save_model(model, tmp_path, extra={"note": "hi"})
+    assert path == tmp_path / "model.safetensors"
+    back = load_model(tmp_path).eval()
+    assert back.num_classes == 7 and back.in_channels == 1
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(model(x), back(x))
+    assert load_checkpoint(path).meta["extra"] == {"note": "hi"}
+
+
+def test_pruned_cfg_is_rebuilt_from_metadata(tmp_path):
+    cfg = [8] * 3 + [16] * 3 + [32] * 3
+    model = create_model("resnet20", cfg=cfg)
+    save_model(model, tmp_path / "m.safetensors")
+    back = load_model(tmp_path / "m.safetensors")
+    assert back.prunekit_cfg == cfg
+    assert back.layer1[0].conv1.out_channels == 8
+
+
+def test_masks_are_saved_and_restored(tmp_path):
+    model = create_model("lenet5", in_channels=1)
+    masks = {n: torch.rand(p.shape) > 0.5 for n, p in model.named_parameters() if p.dim() > 1}
+    save_model(model, tmp_path, masks=masks)
+    ck = load_checkpoint(tmp_path)
+    assert set(ck.masks) == set(masks) and all(torch.equal(ck.masks[k], masks[k]) for k in masks)
+
+
+def test_file_is_plain_safetensors_with_json_metadata(tmp_path):
+    from safetensors import safe_open
+
+    save_model(create_model("lenet5"), tmp_path)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["prunekit"])
+    assert meta["model"] == "lenet5" and meta["format"] == "prunekit/1"
+
+
+def test_missing_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nope.safetensors")
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        load_model(tmp_path)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_model(bad)
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(CheckpointError, match="no prunekit metadata"):
+        load_model(tmp_path / "plain.safetensors")
+    save_model(create_model("lenet5"), tmp_path / "lenet")
+    with pytest.raises(CheckpointError, match="'lenet5' model, not 'resnet20'"):
+        load_checkpoint(tmp_path / "lenet", expect_model="resnet20")
+
+
+def test_state_dict_shape_mismatch_names_the_tensor(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    save_model(create_model("lenet5"), tmp_path)
+    f = tmp_path / "model.safetensors"
+    with safe_open(str(f), framework="pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    tensors["fc2.weight" if "fc2.weight" in tensors else sorted(tensors)[-1]] = torch.zeros(3, 3)
+    save_file(tensors, str(f), metadata=meta)
+    with pytest.raises(CheckpointError, match="shape"):
+        load_model(tmp_path)
+
+
+def test_models_not_built_by_prunekit_cannot_be_saved(tmp_path):
+    with pytest.raises(PrunekitError, match="create_model"):
+        save_model(torch.nn.Linear(2, 2), tmp_path)

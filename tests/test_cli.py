@@ -1,0 +1,76 @@
+"""CLI: train/eval/info write their outputs; user errors are one line, exit 2, and leave no files behind."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from prunekit.cli import main
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_train_then_eval_from_the_output_folder(tmp_path, capsys):
+    out = tmp_path / "train"
+    code, stdout, _ = _run(["train", "--model", "resnet20", "--epochs", "1", "--limit", "128", "--out", str(out),
+                            "--no-progress"], capsys)
+    assert code == 0
+    for f in ("model.safetensors", "log.csv", "summary.json", "train_state.pt"):
+        assert (out / f).is_file(), f
+    s = json.loads((out / "summary.json").read_text())
+    assert s["model"] == "resnet20" and 0 <= s["top1"] <= 100 and s["params"] > 0
+    code, stdout, _ = _run(["eval", "--checkpoint", str(out), "--limit", "64", "--out", str(tmp_path / "ev")], capsys)
+    assert code == 0
+    e = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert e["samples"] == 64 and e["latency_ms"] > 0 and e["params"] == s["params"]
+
+
+def test_info_lists_models_and_layers(tmp_path, capsys):
+    code, out, _ = _run(["info", "--list"], capsys)
+    assert code == 0 and "resnet56" in out and "digits" in out
+    code, out, _ = _run(["info", "--model", "resnet20", "--input-size", "3,32,32", "--out", str(tmp_path)], capsys)
+    assert code == 0 and "layer1.0.conv1" in out
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["params"] == 269722 and s["macs"] == 40_551_040  # hand count: convs + fc of CIFAR resnet20
+    code, out, _ = _run(["info", "--model", "resnet20", "--out", str(tmp_path)], capsys)  # digits: 1 channel in
+    assert json.loads((tmp_path / "summary.json").read_text())["params"] == 269722 - 16 * 9 * 2
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "--model", "resnet999", "--epochs", "1"], "unknown model 'resnet999'; valid models:"),
+    (["train", "--dataset", "imagenet21k", "--epochs", "1"], "unknown dataset"),
+    (["train", "--dataset", "cifar10", "--data-dir", "/nonexistent/cifar", "--epochs", "1"], "/nonexistent/cifar"),
+    (["train", "--epochs", "0"], "epochs must be a positive integer"),
+    (["train", "--epochs", "1", "--lr", "-1"], "lr must be in"),
+    (["eval", "--checkpoint", "/nonexistent/ckpt"], "checkpoint not found"),
+])
+def test_user_errors_give_one_line_and_exit_2_and_no_output(argv, needle, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = _run(argv + ["--out", str(out)], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("prunekit: error:") and needle in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_corrupt_and_mismatched_checkpoints_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    code, _, err = _run(["eval", "--checkpoint", str(bad), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "not a readable prunekit checkpoint" in err
+    _run(["train", "--model", "lenet5", "--epochs", "1", "--limit", "32", "--out", str(tmp_path / "l")], capsys)
+    code, _, err = _run(["eval", "--model", "resnet20", "--checkpoint", str(tmp_path / "l"),
+                         "--out", str(tmp_path / "o2")], capsys)
+    assert code == 2 and "'lenet5' model, not 'resnet20'" in err
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "prunekit", "eval", "--checkpoint", str(tmp_path / "x"),
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("prunekit: error:")
