@@ -120,8 +120,6 @@ def _masked_reference(model, res, method: str):
 
     if method == "slimming-mask":
         return res.model
-    if res.info.get("rounds_composed"):
-        return None
     return zeroed_reference(model, describe(model, "l1" if method == "l1-filter" else "bn"), res.keep)
 
 
@@ -162,8 +160,10 @@ def run_structured(args: argparse.Namespace) -> int:
     res, masks, rounds = _prune(args, model)
     pruned = res.model.eval()
     if ckpt.masks and masks is not None:
-        masks = {k: masks[k] & ckpt.masks[k].to(torch.bool) if k in masks else v for k, v in
-                 {**ckpt.masks, **masks}.items()}
+        merged = {k: v.to(torch.bool) for k, v in ckpt.masks.items()}
+        for k, v in masks.items():
+            merged[k] = merged[k] & v if k in merged else v
+        masks = merged
 
     ref = _masked_reference(model, res, args.method) if not rounds else None
     exact = None
@@ -173,6 +173,8 @@ def run_structured(args: argparse.Namespace) -> int:
             exact = float((ref.eval()(x) - pruned(x)).abs().max())
     before = model_cost(model, size, batch_sizes, repeats=args.latency_repeats)
     after = model_cost(pruned, size, batch_sizes, repeats=args.latency_repeats)
+    if args.method == "slimming-mask":
+        res.info["equivalent_removal"] = _equivalent_removal(model, args.percent, res, size)
     dense = create_model(name, num_classes=model.num_classes, in_channels=model.in_channels)
     from ..metrics import count_flops, count_params
 
@@ -234,3 +236,15 @@ def _mask_plan(model, res) -> dict[str, Any]:
     plan = build_plan(model, describe(model, "bn"), res.keep, "slimming-mask")
     plan["note"] = "mask implementation: the saved model is full size; this plan is what slimming would remove"
     return plan
+
+
+def _equivalent_removal(model, percent: float, res, size) -> dict[str, Any] | None:
+    """Params/MACs of the physically pruned model the mask run is equivalent to (None if a layer is empty)."""
+    from ..metrics import count_flops, count_params
+    from ..pruning.structured.slimming import prune_slimming
+
+    if res.info.get("empty_layers"):
+        return None
+    small = prune_slimming(model, percent).model
+    fl = count_flops(small, (1, *size), convention="macs")
+    return {"params": count_params(small), "macs": fl.macs, "flops": fl.flops, "cfg": small.prunekit_cfg}
