@@ -10,6 +10,7 @@ from ..errors import PrunekitError
 
 # (module, one-line help) in the order `prunekit --help` lists them.
 COMMANDS = [
+    ("run", "run a recipe: a whole experiment, resumable, with a summary table and plots"),
     ("quickstart", "train, prune and finetune a small model on digits; print before/after"),
     ("train", "train a model (baseline, or sparsity training with --sparsity-reg)"),
     ("eval", "evaluate a checkpoint: top-1/top-5, params, FLOPs, latency"),
@@ -18,12 +19,16 @@ COMMANDS = [
     ("sweep", "sensitivity sweep: accuracy without finetune across pruning ratios"),
     ("finetune", "finetune a pruned checkpoint (masks kept)"),
     ("scratch", "retrain a pruned architecture from scratch (Scratch-E / Scratch-B)"),
+    ("ensemble", "evaluate an ensemble (E-1-k) of checkpoints: sum of logits or mean softmax"),
+    ("distill", "ensemble distillation: train a (pruned) student against frozen teacher checkpoints"),
 ]
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's own errors: one line + exit 2, like ours
-        self.exit(2, f"prunekit: error: {message}\n")
+    """argparse's own errors become PrunekitErrors: one line + exit 2 like ours, and catchable by recipes."""
+
+    def error(self, message: str):
+        raise PrunekitError(f"{self.prog}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,11 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prunekit`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "_run", None) is None:
-        parser.print_help()
-        return 2
     try:
+        args = parser.parse_args(argv)
+        if getattr(args, "_run", None) is None:
+            parser.print_help()
+            return 2
         return int(args._run(args) or 0)
     except PrunekitError as exc:
         print(f"prunekit: error: {exc}", file=sys.stderr)
