@@ -156,3 +156,29 @@ def test_mask_impl_equals_physical_removal_when_no_layer_is_empty():
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert (masked.eval()(x) - res.model.eval()(x)).abs().max() <= TOL
+
+
+def test_finetune_through_the_trainer_keeps_masked_bn_channels_at_zero(digits_small):
+    from prunekit.engine.trainer import TrainConfig, fit
+
+    train, test = digits_small
+    m = randomize_bn(create_model("vgg11", num_classes=10, in_channels=1), seed=5)
+    masked, masks, _ = prune_slimming_mask(m, 0.5)
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.05, weight_decay=1e-4, device="cpu", max_steps_per_epoch=3)
+    fit(masked, train, test, cfg, masks=masks, hooks=[BNL1Hook(1e-4)])
+    for name, mask in masks.items():
+        p = dict(masked.named_parameters())[name]
+        assert torch.all(p[~mask] == 0), name
+    assert not torch.equal(masked.features[1].weight, m.features[1].weight * masks["features.1.weight"])
+
+
+@pytest.mark.parametrize("name", ["preresnet164", "densenet40"])
+def test_a_training_step_runs_on_the_slimmed_model(name):
+    pruned = prune_slimming(_model(name), 0.5).model.train()
+    opt = torch.optim.SGD(pruned.parameters(), lr=0.1, momentum=0.9)
+    loss = nn.functional.cross_entropy(pruned(torch.randn(2, 3, 8, 8)), torch.tensor([0, 1]))
+    loss.backward()
+    before = pruned.fc.weight.detach().clone()
+    opt.step()
+    assert torch.isfinite(loss) and not torch.equal(before, pruned.fc.weight)
+    assert all(p.grad is not None for n, p in pruned.named_parameters() if "conv" in n)

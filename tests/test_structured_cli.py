@@ -23,13 +23,15 @@ def _run(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
     add_common_args(p)
     p.add_argument("--method", required=True)
+    p.add_argument("--eval", action="store_true")
     add_structured_args(p)
     return run_structured(p.parse_args(argv + FAST))
 
 
 def test_l1_filter_named_plan_writes_every_output_and_a_loadable_smaller_model(tmp_path, capsys):
     out = tmp_path / "o"
-    assert _run(["--model", "resnet56", "--method", "l1-filter", "--plan", "resnet56-A", "--out", str(out)]) == 0
+    assert _run(["--model", "resnet56", "--method", "l1-filter", "--plan", "resnet56-A", "--out", str(out),
+                 "--eval"]) == 0
     for f in ("model.safetensors", "plan.json", "structured_report.csv", "structured_report.md", "channels.csv",
               "channels.png", "summary.json"):
         assert (out / f).is_file(), f
@@ -54,7 +56,8 @@ def test_slimming_on_a_checkpoint_reports_masked_equal_to_rebuilt(tmp_path):
     m = randomize_bn(create_model("vgg11", num_classes=10, in_channels=1), seed=3)
     save_model(m, tmp_path / "ck")
     out = tmp_path / "o"
-    _run(["--checkpoint", str(tmp_path / "ck"), "--method", "slimming", "--percent", "0.5", "--out", str(out)])
+    _run(["--checkpoint", str(tmp_path / "ck"), "--method", "slimming", "--percent", "0.5", "--out", str(out),
+          "--eval"])
     s = json.loads((out / "summary.json").read_text())
     assert s["fresh_model"] is False and s["info"]["percent"] == 0.5
     assert s["accuracy"]["after"] == s["accuracy"]["masked (removed channels zeroed)"]
@@ -81,6 +84,7 @@ def test_slimming_mask_saves_full_model_with_bn_masks(tmp_path):
         p = dict(ck.model.named_parameters())[k]
         assert torch.all(p[~mask] == 0), k
     s = json.loads((out / "summary.json").read_text())
+    assert s["accuracy"] == {}  # no --eval: the dataset is not even loaded
     assert s["info"]["equivalent_removal"]["params"] < count_params(m)
     assert json.loads((out / "plan.json").read_text())["method"] == "slimming-mask"
 
@@ -101,3 +105,16 @@ def test_iterative_rounds_flag_and_strict_empty_and_flag_errors(tmp_path):
               "--out", str(tmp_path / "x")])
     with pytest.raises(PrunekitError, match="--plan NAME"):
         _run(["--model", "resnet20", "--method", "l1-filter", "--out", str(tmp_path / "x")])
+
+
+def test_prunekit_prune_command_dispatches_to_the_structured_methods(tmp_path):
+    from prunekit.cli import main
+
+    out = tmp_path / "cmd"
+    rc = main(["prune", "--model", "resnet20", "--method", "l1-filter", "--ratios", "0.5", "--skip", "layer3.2",
+               "--out", str(out), "--latency-batch-sizes", "1", "--latency-repeats", "1"])
+    assert rc == 0
+    ck = load_checkpoint(out)
+    assert ck.meta["cfg"] == [8] * 3 + [16] * 3 + [32, 32, 64]
+    assert main(["prune", "--model", "resnet20", "--method", "slimming", "--percent", "0.3",
+                 "--out", str(tmp_path / "bad")]) == 2  # slimming is not defined for resnet20: one-line error

@@ -4,7 +4,9 @@ Called by :mod:`prunekit.cli.prune` (which owns the command and the common flags
 adds this module's flags, :func:`run_structured` runs one of the three methods. Writes into ``--out``:
 ``model.safetensors`` (via ``save_model``; a physically smaller zoo model rebuilt from meta ``cfg`` + ``plan``, or
 for ``slimming-mask`` the full model with BN γ/β masks), ``plan.json``, ``structured_report.csv`` / ``.md``,
-``channels.csv``, ``channels.png``, ``summary.json``; prints a markdown table.
+``channels.csv``, ``channels.png``, ``summary.json``; prints a markdown table. With ``--eval`` (a flag of
+``prunekit prune``) the test split is loaded and top-1 is reported before, for the masked model (removed channels'
+γ/β zeroed) and after (equal to the masked one: removal is exact); otherwise the dataset is not loaded.
 
 ``--rounds K`` applies K iterative L1-filter rounds back to back, *without* finetune in between; finetune between
 rounds (seed 002) is the experiment runner's job (call :func:`prunekit.pruning.structured.iterative_round`).
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -42,6 +45,8 @@ def add_structured_args(parser: argparse.ArgumentParser) -> None:
                    help="fail (instead of keeping the strongest channel) when a layer would lose every channel")
     g.add_argument("--latency-batch-sizes", default="1,64", help="CPU latency batch sizes (default 1,64)")
     g.add_argument("--latency-repeats", type=int, default=10, help="timed passes per latency measurement")
+    g.add_argument("--latency-threads", type=int, default=None,
+                   help="torch CPU threads while timing (default: torch's current setting)")
     g.add_argument("--input-size", default=None,
                    help="C,H,W for FLOPs/latency (default: the dataset's image size)")
 
@@ -123,6 +128,15 @@ def _masked_reference(model, res, method: str):
     return zeroed_reference(model, describe(model, "l1" if method == "l1-filter" else "bn"), res.keep)
 
 
+def _data_facts(dataset: str) -> SimpleNamespace:
+    """Classes, channels and image size of ``dataset`` without loading it (no ``--eval``)."""
+    from ..data import dataset_info
+
+    info = dataset_info(dataset)
+    return SimpleNamespace(name=info["name"], num_classes=info["num_classes"], in_channels=info["in_channels"],
+                           image_size=tuple(info["image_size"]))
+
+
 def _input_size(args: argparse.Namespace, data, model) -> tuple[int, ...]:
     from .common import input_size
 
@@ -145,7 +159,8 @@ def run_structured(args: argparse.Namespace) -> int:
 
     _check_args(args)
     batch_sizes = _ints(args.latency_batch_sizes, "--latency-batch-sizes")
-    _, test_ds = load_datasets(args, train=False)
+    evaluate_acc = bool(getattr(args, "eval", False))
+    test_ds = load_datasets(args, train=False)[1] if evaluate_acc else _data_facts(args.dataset)
     ckpt = model_from_args(args, test_ds)
     fresh = not args.checkpoint
     if ckpt.masks and args.method != "slimming-mask":
@@ -171,8 +186,9 @@ def run_structured(args: argparse.Namespace) -> int:
         with torch.no_grad():
             x = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
             exact = float((ref.eval()(x) - pruned(x)).abs().max())
-    before = model_cost(model, size, batch_sizes, repeats=args.latency_repeats)
-    after = model_cost(pruned, size, batch_sizes, repeats=args.latency_repeats)
+    lat = {"repeats": args.latency_repeats, "threads": args.latency_threads}
+    before = model_cost(model, size, batch_sizes, **lat)
+    after = model_cost(pruned, size, batch_sizes, **lat)
     if args.method == "slimming-mask":
         res.info["equivalent_removal"] = _equivalent_removal(model, args.percent, res, size)
     dense = create_model(name, num_classes=model.num_classes, in_channels=model.in_channels)
@@ -180,7 +196,7 @@ def run_structured(args: argparse.Namespace) -> int:
 
     dfl = count_flops(dense, (1, *size), convention="macs")
     acc: dict[str, float | None] = {}
-    if test_ds is not None:
+    if evaluate_acc:
         from ..engine.distributed import resolve_device
 
         dev = resolve_device(args.device)

@@ -8,7 +8,8 @@ For a masked parameter ``name`` of shape S with mask M, :func:`pack` writes thre
 
 Every other tensor is stored unchanged under its own name. At sparsity s a float32 tensor of N entries takes
 ``N/8 + 4·(1-s)·N`` bytes instead of ``4·N`` (13.1 % of dense at s = 0.9). Round trips are bit-exact because a
-masked-out entry must be exactly 0.0 (``pack`` refuses a tensor whose masked-out entries are not).
+masked-out entry must be exactly 0.0 (``pack`` refuses a tensor whose masked-out entries are not; a ``-0.0``
+there comes back as ``+0.0``, which prunekit's own masking never produces).
 """
 from __future__ import annotations
 
