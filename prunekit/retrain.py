@@ -205,6 +205,7 @@ def train_scratch(ckpt: Checkpoint, train_data: Any, val_data: Any, config: Any,
     else:
         sched = config.schedule if config.schedule != "step" else "multistep"
         cfg = dataclasses.replace(config, epochs=plan.epochs, schedule=sched, milestones=plan.milestones)
+        plan = dataclasses.replace(plan, schedule=sched)  # report the schedule that actually ran
     meta = dict(extra_meta or {}, regime=f"scratch-{budget}", scratch_budget=plan.to_dict())
     result = fit(model, train_data, val_data, cfg, masks=masks, out_dir=out_dir, resume=resume, extra_meta=meta)
     return result, plan, model

@@ -74,3 +74,20 @@ def test_console_script_prints_no_traceback(tmp_path):
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("prunekit: error:")
+
+
+def test_planning_on_a_fresh_model_follows_input_size(tmp_path, capsys):
+    code, out, err = _run(["prune", "--model", "resnet56", "--method", "l1-filter", "--plan", "resnet56-A",
+                           "--input-size", "3,32,32", "--latency-batch-sizes", "1", "--out", str(tmp_path / "p")],
+                          capsys)
+    assert code == 0 and "freshly initialised" in err
+    s = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert s["checkpoint"] is None and s["input_size"] == [3, 32, 32]
+    assert "773,336" in out  # REFERENCE §4: ResNet-56-A
+
+
+def test_input_size_with_the_wrong_channel_count_is_a_user_error(tmp_path, capsys):
+    _run(["train", "--model", "lenet5", "--epochs", "1", "--limit", "32", "--out", str(tmp_path / "l")], capsys)
+    code, _, err = _run(["prune", "--checkpoint", str(tmp_path / "l"), "--method", "gp", "--ratio", "0.5",
+                         "--input-size", "3,32,32", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "has 3 channels; the model takes 1" in err

@@ -44,7 +44,7 @@ def test_l1_filter_named_plan_writes_every_output_and_a_loadable_smaller_model(t
     assert extra["dense_flops"] == 2 * extra["dense_macs"] > extra["flops"]
     assert extra["flops_input_size"] == [1, 8, 8]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["fresh_model"] is True and summary["exactness_max_abs_diff"] <= 1e-3
+    assert summary["fresh_init"] is True and summary["exactness_max_abs_diff"] <= 1e-3
     assert summary["after"]["params"] == 773_336 - 288
     assert set(summary["accuracy"]) == {"before", "masked (removed channels zeroed)", "after"}
     assert summary["accuracy"]["after"] == summary["accuracy"]["masked (removed channels zeroed)"]
@@ -59,7 +59,7 @@ def test_slimming_on_a_checkpoint_reports_masked_equal_to_rebuilt(tmp_path):
     _run(["--checkpoint", str(tmp_path / "ck"), "--method", "slimming", "--percent", "0.5", "--out", str(out),
           "--eval"])
     s = json.loads((out / "summary.json").read_text())
-    assert s["fresh_model"] is False and s["info"]["percent"] == 0.5
+    assert s["fresh_init"] is False and s["info"]["percent"] == 0.5
     assert s["accuracy"]["after"] == s["accuracy"]["masked (removed channels zeroed)"]
     assert s["exactness_max_abs_diff"] <= 1e-5
     rows = (out / "channels.csv").read_text().splitlines()

@@ -115,6 +115,9 @@ def model_from_args(args: argparse.Namespace, data: Any | None):
     name = args.model or DEFAULT_MODEL
     num_classes = data.num_classes if data is not None else 10
     in_channels = data.in_channels if data is not None else 3
+    size = parse_input_size(getattr(args, "input_size", None))
+    if size is not None:  # planning on a fresh model for an explicit input size
+        in_channels = size[0]
     torch.manual_seed(args.seed)
     return Checkpoint(model=create_model(name, num_classes=num_classes, in_channels=in_channels), masks=None,
                       meta={})
@@ -126,6 +129,41 @@ def check_compatible(model: nn.Module, data: Any, source: str) -> None:
             getattr(model, "in_channels", data.in_channels) != data.in_channels:
         raise PrunekitError(f"{source} is a {model.num_classes}-class, {model.in_channels}-channel model; dataset "
                             f"{data.name!r} has {data.num_classes} classes and {data.in_channels} channels")
+
+
+def data_facts(dataset: str) -> Any:
+    """Name, classes, channels and image size of ``dataset`` without loading it."""
+    from types import SimpleNamespace
+
+    from ..data import dataset_info
+
+    info = dataset_info(dataset)
+    return SimpleNamespace(name=info["name"], num_classes=info["num_classes"], in_channels=info["in_channels"],
+                           image_size=tuple(info["image_size"]))
+
+
+def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
+    """Parse ``--input-size C,H,W`` (None when not given)."""
+    if not text:
+        return None
+    try:
+        vals = tuple(int(t) for t in str(text).split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 3 or min(vals) < 1:
+        raise PrunekitError(f"--input-size must be C,H,W with positive integers, got {text!r}")
+    return vals  # type: ignore[return-value]
+
+
+def resolve_input_size(args: argparse.Namespace, data: Any | None, model: nn.Module) -> tuple[int, int, int]:
+    """``--input-size`` if given (its C must match the model), else the data's, else the model's default."""
+    size = parse_input_size(getattr(args, "input_size", None))
+    if size is None:
+        return input_size(data, model)
+    if size[0] != getattr(model, "in_channels", size[0]):
+        raise PrunekitError(f"--input-size {args.input_size} has {size[0]} channels; the model takes "
+                            f"{model.in_channels}")
+    return size
 
 
 def input_size(data: Any | None, model: nn.Module | None = None) -> tuple[int, int, int]:
@@ -145,6 +183,13 @@ def out_dir(args: argparse.Namespace) -> Path:
         raise PrunekitError(f"--out {p} exists and is not a folder")
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def standard_fields(model: nn.Module, size: tuple[int, int, int], top1: float | None = None,
+                    top5: float | None = None) -> dict[str, Any]:
+    """The keys every command's ``summary.json`` shares (recipes and tables read these): accuracy of the model
+    the command produced (None when not evaluated), params, non-zero params, FLOPs dense and sparse-aware."""
+    return {"top1": top1, "top5": top5, **model_metrics(model, size, latency=False)}
 
 
 def model_metrics(model: nn.Module, size: tuple[int, int, int], *, latency: bool = True,

@@ -9,8 +9,8 @@ import argparse
 
 from ..utils.io import write_json
 from ..utils.table import markdown_table
-from .common import (add_common_args, add_train_args, check_compatible, load_datasets, model_from_args, out_dir,
-                     train_config)
+from .common import (add_common_args, add_train_args, check_compatible, input_size, load_datasets, model_from_args,
+                     out_dir, standard_fields, train_config)
 from .ensemble import parse_checkpoint_list
 
 
@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     teacher_rows = [{"checkpoint": p, "model": t.meta["model"], "params": count_params(t.model, trainable_only=False),
                      "top1": a}
                     for p, t, a in zip(teacher_paths, teachers, ens["members"])]
-    summary = {"command": "distill", "model": student.model.prunekit_name, "dataset": args.dataset,
-               "checkpoint_in": args.checkpoint, "params": count_params(student.model, trainable_only=False),
+    summary = {**standard_fields(student.model.to("cpu"), input_size(train_ds), after, result.final.get("val_top5")),
+               "command": "distill", "model": student.model.prunekit_name, "dataset": args.dataset,
+               "checkpoint_in": args.checkpoint,
                "student_top1_before": before["top1"], "student_top1_after": after,
                "student_top5_after": result.final.get("val_top5"), "best_top1": result.best_top1,
                "best_epoch": result.best_epoch, "teacher_ensemble_top1": ens["top1"],

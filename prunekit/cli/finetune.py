@@ -10,7 +10,8 @@ import argparse
 from ..errors import PrunekitError
 from ..utils.io import write_json
 from ..utils.table import markdown_table
-from .common import add_common_args, add_train_args, input_size, load_datasets, model_from_args, out_dir, train_config
+from .common import (add_common_args, add_train_args, input_size, load_datasets, model_from_args, out_dir,
+                     standard_fields, train_config)
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -37,14 +38,15 @@ def run(args: argparse.Namespace) -> int:
     result = finetune(model, ckpt.masks, train_ds, test_ds, cfg, out_dir=out, resume=args.resume,
                       extra_meta={"dataset": args.dataset, "source_checkpoint": args.checkpoint})
     size = input_size(train_ds)
-    metrics = summarize(model.to("cpu"), (1, *size), convention="rethinking")
+    metrics = standard_fields(model.to("cpu"), size, result.final.get("val_top1"), result.final.get("val_top5"))
+    metrics["flops_rethinking"] = summarize(model, (1, *size), convention="rethinking")["sparse_flops"]
     sparsity = None
     if ckpt.masks:
         total = sum(m.numel() for m in ckpt.masks.values())
         sparsity = 1.0 - sum(int(m.sum()) for m in ckpt.masks.values()) / total
     summary = {"command": "finetune", "model": ckpt.meta["model"], "dataset": args.dataset,
                "checkpoint_in": args.checkpoint, "masked": bool(ckpt.masks), "mask_sparsity": sparsity,
-               "top1_before": before, "top1": result.final.get("val_top1"), "top5": result.final.get("val_top5"),
+               "top1_before": before,
                "best_top1": result.best_top1, "best_epoch": result.best_epoch, "epochs": cfg.epochs, **metrics,
                "config": cfg.to_dict()}
     write_json(out / "summary.json", summary)

@@ -19,16 +19,15 @@ def run(args: argparse.Namespace) -> int:
     from ..data import get_dataset, list_datasets
     from ..metrics import layer_table, summarize
     from ..models import list_models
-    from .common import parse_floats
+    from .common import parse_input_size
 
     if args.list:
         print("models:   " + ", ".join(list_models()))
         print("datasets: " + ", ".join(list_datasets()))
         return 0
     data = None
-    if args.input_size:
-        size = tuple(int(v) for v in parse_floats(args.input_size, "--input-size"))
-    else:
+    size = parse_input_size(args.input_size)
+    if size is None:
         try:
             data = get_dataset(args.dataset, root=args.data_dir, train=False)
         except PrunekitError:  # info is useful without the data: fall back to a default input size

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -74,30 +73,9 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _data_facts(args: argparse.Namespace, need_data: bool):
     """The test split when it is needed (``--eval``), else static dataset facts (no loading)."""
-    if need_data:
-        from .common import load_datasets
+    from .common import data_facts, load_datasets
 
-        return load_datasets(args, train=False)[1]
-    from ..data import dataset_info
-
-    info = dataset_info(args.dataset)
-    return SimpleNamespace(name=info["name"], num_classes=info["num_classes"], in_channels=info["in_channels"],
-                           image_size=tuple(info["image_size"]))
-
-
-def _input_size(args: argparse.Namespace, data: Any, model: torch.nn.Module) -> tuple[int, ...]:
-    from .common import input_size
-
-    text = getattr(args, "input_size", None)
-    if text:
-        try:
-            vals = tuple(int(t) for t in str(text).split(","))
-        except ValueError:
-            vals = ()
-        if len(vals) != 3 or min(vals) < 1:
-            raise PrunekitError(f"--input-size must be C,H,W, got {text!r}")
-        return vals
-    return tuple(input_size(data, model))
+    return load_datasets(args, train=False)[1] if need_data else data_facts(args.dataset)
 
 
 def _check_revival(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> None:
@@ -123,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pruning.scope import make_scope
     from ..pruning.unstructured import prune_unstructured
     from ..utils.io import write_json
-    from .common import model_from_args, model_metrics, out_dir
+    from .common import model_from_args, model_metrics, out_dir, resolve_input_size, standard_fields
 
     _check_args(args)
     scope = make_scope(args.scope, args.include, args.exclude, args.skip_first, args.skip_last,
@@ -136,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if fresh:
         print(f"note: no --checkpoint: pruning a freshly initialised {name} (seed {args.seed}); use it to plan "
               "params/FLOPs/sparsity, its accuracy means nothing", file=sys.stderr)
-    size = _input_size(args, data, model)
+    size = resolve_input_size(args, data, model)
     old = {k: v.to(torch.bool) for k, v in (ckpt.masks or {}).items()}
     if old:
         apply_masks(model, old)
@@ -171,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
              "dataset": args.dataset}
     save_model(model, out, masks=masks, extra=extra, storage=args.storage)
     files = ["model.safetensors"] + [p.name for p in write_prune_report(report, out).values()] + ["summary.json"]
-    summary = {"command": "prune", "method": args.method, "model": name, "dataset": args.dataset,
+    acc = report.accuracy_after or {}
+    summary = {**standard_fields(model, size, acc.get("top1"), acc.get("top5")),
+               "command": "prune", "method": args.method, "model": name, "dataset": args.dataset,
                "checkpoint": args.checkpoint, "checkpoint_in": args.checkpoint, "fresh_init": fresh,
                "ratio": args.ratio, "sparsity": report.sparsity, "total_weights": report.total_weights,
                "total_pruned": report.total_pruned, "thresholds": report.thresholds, "scope": report.scope,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -128,24 +127,6 @@ def _masked_reference(model, res, method: str):
     return zeroed_reference(model, describe(model, "l1" if method == "l1-filter" else "bn"), res.keep)
 
 
-def _data_facts(dataset: str) -> SimpleNamespace:
-    """Classes, channels and image size of ``dataset`` without loading it (no ``--eval``)."""
-    from ..data import dataset_info
-
-    info = dataset_info(dataset)
-    return SimpleNamespace(name=info["name"], num_classes=info["num_classes"], in_channels=info["in_channels"],
-                           image_size=tuple(info["image_size"]))
-
-
-def _input_size(args: argparse.Namespace, data, model) -> tuple[int, ...]:
-    from .common import input_size
-
-    if args.input_size:
-        vals = _ints(args.input_size, "--input-size")
-        if len(vals) != 3:
-            raise PrunekitError(f"--input-size must be C,H,W, got {args.input_size!r}")
-        return tuple(vals)
-    return tuple(input_size(data, model))
 
 
 def run_structured(args: argparse.Namespace) -> int:
@@ -155,12 +136,12 @@ def run_structured(args: argparse.Namespace) -> int:
     from ..models import create_model
     from ..pruning.structured.reports import (accuracy_rows, compare_rows, model_cost, plot_channels,
                                               report_markdown, write_channels_csv)
-    from .common import load_datasets, model_from_args, out_dir
+    from .common import data_facts, load_datasets, model_from_args, out_dir, resolve_input_size, standard_fields
 
     _check_args(args)
     batch_sizes = _ints(args.latency_batch_sizes, "--latency-batch-sizes")
     evaluate_acc = bool(getattr(args, "eval", False))
-    test_ds = load_datasets(args, train=False)[1] if evaluate_acc else _data_facts(args.dataset)
+    test_ds = load_datasets(args, train=False)[1] if evaluate_acc else data_facts(args.dataset)
     ckpt = model_from_args(args, test_ds)
     fresh = not args.checkpoint
     if ckpt.masks and args.method != "slimming-mask":
@@ -171,7 +152,7 @@ def run_structured(args: argparse.Namespace) -> int:
     if fresh:
         print(f"note: no --checkpoint: planning on a freshly initialised {name} (seed {args.seed}); the kept "
               "channels are meaningless until the model is trained", file=sys.stderr)
-    size = _input_size(args, test_ds, model)
+    size = resolve_input_size(args, test_ds, model)
     res, masks, rounds = _prune(args, model)
     pruned = res.model.eval()
     if ckpt.masks and masks is not None:
@@ -228,8 +209,9 @@ def run_structured(args: argparse.Namespace) -> int:
     from ..utils.io import write_text
 
     write_text(out / "structured_report.md", report_markdown(f"{name}: {args.method}", rows, res.rows, notes))
-    summary = {"command": "prune", "method": args.method, "model": name, "checkpoint_in": args.checkpoint,
-               "fresh_model": fresh, "dataset": args.dataset, "input_size": list(size), "cfg": pruned.prunekit_cfg,
+    summary = {**standard_fields(pruned, size, acc.get("after")),
+               "command": "prune", "method": args.method, "model": name, "checkpoint_in": args.checkpoint,
+               "checkpoint": args.checkpoint, "fresh_init": fresh, "dataset": args.dataset, "input_size": list(size), "cfg": pruned.prunekit_cfg,
                "before": before, "after": after, "ratios": {r["metric"]: r["ratio"] for r in rows},
                "accuracy": acc, "exactness_max_abs_diff": exact, "warnings": res.warnings, "info": res.info,
                "rounds": rounds, "dense": {k: extra[k] for k in ("dense_params", "dense_macs", "dense_flops")},

@@ -13,7 +13,8 @@ import argparse
 from ..errors import PrunekitError
 from ..utils.io import write_json
 from ..utils.table import markdown_table
-from .common import add_common_args, add_train_args, input_size, load_datasets, model_from_args, out_dir, train_config
+from .common import (add_common_args, add_train_args, input_size, load_datasets, model_from_args, out_dir,
+                     standard_fields, train_config)
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
                                             resume=args.resume,
                                             extra_meta={"dataset": args.dataset, "source_checkpoint": args.checkpoint})
     out = out_dir(args)
-    summary = {"command": "scratch", "model": name, "dataset": args.dataset, "checkpoint_in": args.checkpoint,
+    final = result.final if result else {}
+    summary = {**standard_fields(model.to("cpu"), size, final.get("val_top1"), final.get("val_top5")),
+               "command": "scratch", "model": name, "dataset": args.dataset, "checkpoint_in": args.checkpoint,
                "budget": plan.to_dict(), "masked": bool(ckpt.masks), "trained": result is not None,
-               "top1": result.final.get("val_top1") if result else None,
                "best_top1": result.best_top1 if result else None, "config": cfg.to_dict()}
     write_json(out / "summary.json", summary)
     print(markdown_table(["model", "regime", "base epochs", "epochs", "FLOPs dense", "FLOPs pruned", "ratio",
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
                          [[name, f"Scratch-{args.budget}", plan.base_epochs, plan.epochs, plan.flops_dense,
                            plan.flops_pruned, f"{plan.ratio:.3f}", summary["top1"], summary["best_top1"]]]))
     print(f"FLOPs: {plan.convention} convention, dense from {plan.dense_flops_source}; schedule {plan.schedule}"
-          + (f" step {plan.step_size}" if plan.step_size else f" milestones {list(plan.milestones or ())}"))
+          + (f" step {plan.step_size}" if plan.step_size else
+             f" milestones {list(plan.milestones or ())}" if plan.schedule == "multistep" else ""))
     print(f"wrote {out / 'summary.json'}" + ("" if result is None else f" and the run in {out}"))
     return 0

@@ -1,7 +1,9 @@
 """Recipes: a YAML file that names the stages of an experiment and their options.
 
 A stage runs one prunekit command (``train``, ``prune``, ``finetune``, ``scratch``, ``sweep``, ``eval``,
-``ensemble``, ``distill``); ``rounds`` expands into K prune→finetune pairs. Values that start with ``@`` name an
+``ensemble``, ``distill``) or the recipe-only ``init`` (a fresh model with a custom ``cfg``, see
+:mod:`prunekit.experiments.stages`); ``rounds`` expands into K prune→finetune pairs named ``<name>.r<k>.prune`` and
+``<name>.r<k>``. Values that start with ``@`` name an
 earlier stage and become its output folder; ``from: X`` is short for ``checkpoint: "@X"``::
 
     name: l1-iterative-lite
@@ -15,7 +17,7 @@ earlier stage and become its output folder; ``from: X`` is short for ``checkpoin
       - {name: ens, command: ensemble, args: {checkpoints: ["@rounds.r1", "@rounds.r2", "@rounds.r3"]}}
 
 Every option is checked against the command's own flags before anything runs; an invalid recipe fails naming the
-stage and the key.
+stage and the key. ``report`` takes ``title`` and ``rows`` (the stages to tabulate, in order; default all).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ from ..errors import PrunekitError
 
 TOP_KEYS = {"name", "description", "dataset", "data_dir", "limit", "seeds", "defaults", "stages", "report"}
 STAGE_KEYS = {"name", "command", "from", "args", "rounds", "prune", "finetune", "after"}
+REPORT_KEYS = {"title", "rows"}
+# flags the runner owns: a recipe may not set them
+RESERVED = {"out", "help", "resume"}
 # options every stage takes from the recipe's top level, when its command has the flag
 GLOBAL_OPTIONS = ("dataset", "data_dir", "limit")
 RESUMABLE = {"train", "finetune", "scratch", "distill"}
@@ -138,11 +143,19 @@ def parse_recipe(raw: Any, name_hint: str = "recipe") -> Recipe:
     for i, spec in enumerate(raw["stages"]):
         stages += _expand(spec, i, name)
     _check_names_and_refs(stages, name)
-    _apply_defaults(stages, {**top, **defaults})
+    _apply_defaults(stages, {**top, **defaults}, name)
     validate_against_cli(stages, name)
     report = raw.get("report") or {}
     if not isinstance(report, dict):
         raise PrunekitError(f"recipe {name!r}: 'report' must be a mapping")
+    bad = set(report) - REPORT_KEYS
+    if bad:
+        raise PrunekitError(f"recipe {name!r}: unknown report key {sorted(bad)[0]!r}; valid: "
+                            f"{', '.join(sorted(REPORT_KEYS))}")
+    names = {s.name for s in stages}
+    for row in report.get("rows") or []:
+        if row not in names:
+            raise PrunekitError(f"recipe {name!r}, key 'report.rows': {row!r} is no stage of this recipe")
     return Recipe(name=name, stages=stages, seeds=list(seeds), report=report, description=raw.get("description", ""))
 
 
@@ -158,8 +171,18 @@ def _expand(spec: Any, index: int, recipe: str) -> list[Stage]:
             raise PrunekitError(f"{where}: missing {key!r}")
     if not _NAME.match(spec["name"]):
         raise PrunekitError(f"{where}: stage names use letters, digits, '_', '-', '.'")
+    for key in ("args", "prune", "finetune"):
+        if spec.get(key) is not None and not isinstance(spec[key], dict):
+            raise PrunekitError(f"{where}: {key!r} must be a mapping of option: value")
+        for opt, value in (spec.get(key) or {}).items():
+            _check_value(value, f"{where}, key {key}.{opt}")
+    if spec.get("after") is not None and not (isinstance(spec["after"], list)
+                                               and all(isinstance(a, str) for a in spec["after"])):
+        raise PrunekitError(f"{where}: 'after' must be a list of stage names")
     args = dict(spec.get("args") or {})
     if spec.get("from") is not None:
+        if "checkpoint" in args:
+            raise PrunekitError(f"{where}: give either 'from' or args.checkpoint, not both")
         args["checkpoint"] = "@" + str(spec["from"])
     if spec["command"] != "rounds":
         for key in ("rounds", "prune", "finetune"):
@@ -182,23 +205,37 @@ def _expand(spec: Any, index: int, recipe: str) -> list[Stage]:
     return out
 
 
+def _check_value(value: Any, where: str) -> None:
+    ok = (str, int, float, bool, type(None))
+    if isinstance(value, list):
+        if all(isinstance(v, ok) for v in value):
+            return
+    elif isinstance(value, ok):
+        return
+    raise PrunekitError(f"{where}: values must be numbers, strings, booleans or lists of them, got {value!r}")
+
+
 def _check_names_and_refs(stages: list[Stage], recipe: str) -> None:
+    names = [s.name for s in stages]
     seen: set[str] = set()
     for s in stages:
         if s.name in seen:
             raise PrunekitError(f"recipe {recipe!r}: stage name {s.name!r} is used twice")
-        refs = [r for v in s.args.values() for r in _refs(v)] + list(s.depends)
-        for r in refs:
+        refs = [(k, r) for k, v in s.args.items() for r in _refs(v)] + [("after", r) for r in s.depends]
+        for key, r in refs:
             if r not in seen:
-                raise PrunekitError(f"recipe {recipe!r}, stage {s.name!r}: depends on {r!r}, which is not an "
-                                    f"earlier stage")
-        s.depends = sorted(set(refs))
+                why = "a later stage (stages run in order)" if r in names else "no stage of this recipe"
+                raise PrunekitError(f"recipe {recipe!r}, stage {s.name!r}, key {key!r}: {r!r} is {why}")
+        s.depends = sorted({r for _, r in refs})
         seen.add(s.name)
 
 
-def _apply_defaults(stages: list[Stage], defaults: Mapping[str, Any]) -> None:
+def _apply_defaults(stages: list[Stage], defaults: Mapping[str, Any], recipe: str) -> None:
     for s in stages:
-        accepted = command_flags(s.command)
+        try:
+            accepted = command_flags(s.command)
+        except PrunekitError as exc:
+            raise PrunekitError(f"recipe {recipe!r}, stage {s.name!r}: {exc}") from None
         for k, v in defaults.items():
             if k not in s.args and k in accepted:
                 s.args[k] = v
@@ -210,13 +247,17 @@ _FLAG_CACHE: dict[str, tuple[set[str], argparse.ArgumentParser]] = {}
 def _command_parser(command: str) -> tuple[set[str], argparse.ArgumentParser]:
     if command not in _FLAG_CACHE:
         from ..cli import build_parser
+        from .stages import INTERNAL
 
-        top = build_parser()
-        sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
-        if command not in sub.choices or command == "run":
-            valid = sorted(c for c in sub.choices if c != "run") + ["rounds"]
-            raise PrunekitError(f"unknown command {command!r}; valid: {', '.join(valid)}")
-        parser = sub.choices[command]
+        if command in INTERNAL:
+            parser = INTERNAL[command][0]()
+        else:
+            top = build_parser()
+            sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+            if command not in sub.choices or command == "run":
+                valid = sorted([c for c in sub.choices if c != "run"] + list(INTERNAL)) + ["rounds"]
+                raise PrunekitError(f"unknown command {command!r}; valid: {', '.join(valid)}")
+            parser = sub.choices[command]
         flags = {opt[2:].replace("-", "_") for a in parser._actions for opt in a.option_strings  # noqa: SLF001
                  if opt.startswith("--")}
         _FLAG_CACHE[command] = (flags, parser)
@@ -236,7 +277,7 @@ def validate_against_cli(stages: list[Stage], recipe: str) -> None:
         except PrunekitError as exc:
             raise PrunekitError(f"recipe {recipe!r}, stage {s.name!r}: {exc}") from None
         for key in s.args:
-            if key not in flags or key in {"out", "help"}:
+            if key not in flags or key in RESERVED:
                 raise PrunekitError(f"recipe {recipe!r}, stage {s.name!r}: unknown option {key!r} for command "
                                     f"{s.command!r}")
         fake_dirs = {r: Path("/nonexistent") / r for r in s.depends}

@@ -1,4 +1,11 @@
-"""Collect a recipe's stage summaries into seed-README-shaped tables (markdown + CSV) and plots."""
+"""Collect a recipe's stage outputs into seed-README-shaped tables (markdown + CSV) and plots.
+
+Per (seed, stage) the row takes top-1/top-5 from the stage's ``summary.json`` (``top1``; a pruned model evaluated
+with ``--eval``: ``accuracy_after``; a distilled student: ``student_top1_after``) and measures params, non-zero
+params, sparse-aware MACs and sparsity itself from the stage's ``model.safetensors`` so that every stage is counted
+the same way (sparsity = pruned share of the masked weights, 0 for a model without masks: a structurally pruned
+model shows its smaller size in params and MACs). Sweep stages get their own table (ratio × top-1, conv/fc thresholds).
+"""
 from __future__ import annotations
 
 import json
@@ -11,20 +18,57 @@ from ..utils.io import atomic_path, write_csv, write_text
 from ..utils.table import markdown_table
 from .recipe import Recipe
 
-COLUMNS = ["stage", "command", "model", "top1", "top5", "params", "nonzero_params", "flops", "sparsity"]
+COLUMNS = ["stage", "command", "model", "top1", "top5", "params", "nonzero_params", "macs", "sparsity", "epochs"]
 
 
-def stage_row(stage: str, command: str, summary: dict[str, Any]) -> dict[str, Any]:
-    """The report columns of one stage's ``summary.json`` (missing values stay None)."""
-    params = summary.get("params")
-    nonzero = summary.get("nonzero_params")
-    sparsity = summary.get("sparsity")
-    if sparsity is None and params and nonzero is not None and params:
-        sparsity = 1.0 - nonzero / params
-    return {"stage": stage, "command": command, "model": summary.get("model"),
-            "top1": summary.get("top1"), "top5": summary.get("top5"), "params": params,
-            "nonzero_params": nonzero, "flops": summary.get("sparse_flops", summary.get("flops")),
+def _top1(summary: dict[str, Any]) -> tuple[float | None, float | None]:
+    if summary.get("top1") is not None:
+        return summary["top1"], summary.get("top5")
+    after = summary.get("accuracy_after")
+    if isinstance(after, dict) and after.get("top1") is not None:
+        return after["top1"], after.get("top5")
+    if summary.get("student_top1_after") is not None:
+        return summary["student_top1_after"], summary.get("student_top5_after")
+    return None, None
+
+
+def model_numbers(folder: Path, dataset: str | None) -> dict[str, Any]:
+    """Params, non-zero params, sparse MACs and mask sparsity of the model saved in ``folder`` (empty if none)."""
+    from ..checkpoint import load_checkpoint
+    from ..data import dataset_info
+    from ..metrics import summarize
+
+    if not (folder / "model.safetensors").is_file():
+        return {}
+    ckpt = load_checkpoint(folder)
+    if dataset:
+        info = dataset_info(dataset)
+        size = (info["in_channels"], *info["image_size"])
+    else:
+        from ..cli.common import input_size
+
+        size = input_size(None, ckpt.model)
+    m = summarize(ckpt.model, (1, *size))
+    sparsity = 0.0
+    if ckpt.masks:
+        total = sum(v.numel() for v in ckpt.masks.values())
+        sparsity = 1.0 - sum(int(v.sum()) for v in ckpt.masks.values()) / total
+    return {"params": m["params"], "nonzero_params": m["nonzero_params"], "macs": m["sparse_macs"],
             "sparsity": sparsity}
+
+
+def stage_row(stage: str, command: str, summary: dict[str, Any], folder: Path | None = None) -> dict[str, Any]:
+    """The report columns of one stage (missing values stay None)."""
+    top1, top5 = _top1(summary)
+    row = {"stage": stage, "command": command, "model": summary.get("model") or summary.get("name"),
+           "top1": top1, "top5": top5, "params": summary.get("params"),
+           "nonzero_params": summary.get("nonzero_params"), "macs": summary.get("sparse_macs"),
+           "sparsity": summary.get("sparsity"), "epochs": summary.get("epochs")}
+    if isinstance(summary.get("budget"), dict):
+        row["epochs"] = summary["budget"].get("epochs")
+    if folder is not None and command not in {"ensemble", "sweep", "eval"}:
+        row.update({k: v for k, v in model_numbers(folder, summary.get("dataset")).items()})
+    return row
 
 
 def collect(recipe: Recipe, out: Path, seeds: Sequence[int]) -> list[dict[str, Any]]:
@@ -32,10 +76,18 @@ def collect(recipe: Recipe, out: Path, seeds: Sequence[int]) -> list[dict[str, A
     rows = []
     for seed in seeds:
         for s in recipe.stages:
-            f = out / f"seed{seed}" / s.name / "summary.json"
+            folder = out / f"seed{seed}" / s.name
+            f = folder / "summary.json"
             if f.is_file():
-                rows.append({"seed": seed, **stage_row(s.name, s.command, json.loads(f.read_text()))})
+                summary = json.loads(f.read_text(encoding="utf-8"))
+                rows.append({"seed": seed, **stage_row(s.name, s.command, summary, folder), "_summary": summary})
     return rows
+
+
+def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
 def aggregate(rows: list[dict[str, Any]], stages: Sequence[str]) -> list[dict[str, Any]]:
@@ -45,13 +97,10 @@ def aggregate(rows: list[dict[str, Any]], stages: Sequence[str]) -> list[dict[st
         group = [r for r in rows if r["stage"] == name]
         if not group:
             continue
-        agg = dict(group[0])
-        agg.pop("seed", None)
+        agg = {k: v for k, v in group[0].items() if k not in {"seed", "_summary"}}
         agg["seeds"] = len(group)
         for key in ("top1", "top5"):
-            vals = [r[key] for r in group if r[key] is not None]
-            agg[key] = statistics.fmean(vals) if vals else None
-            agg[key + "_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+            agg[key], agg[key + "_std"] = _mean_std([r[key] for r in group if r[key] is not None])
         out.append(agg)
     return out
 
@@ -62,34 +111,61 @@ def _pm(mean: float | None, std: float | None, n: int) -> str:
     return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
 
 
+def sweep_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """One markdown table per sweep stage: the MCTS seed shape (ratio | top-1 w/o finetune | thresholds)."""
+    tables = []
+    for name in dict.fromkeys(r["stage"] for r in rows if r["command"] == "sweep"):
+        group = [r for r in rows if r["stage"] == name]
+        points: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in group:
+            for p in r["_summary"].get("rows", []):
+                points.setdefault((p.get("method", ""), str(p.get("ratio"))), []).append(p)
+        body = []
+        for (method, ratio), ps in points.items():
+            mean, std = _mean_std([float(p["top1"]) for p in ps if p.get("top1") not in (None, "")])
+            thr = [f"{float(ps[0][k]):.2e}" if ps[0].get(k) not in (None, "") else "-"
+                   for k in ("conv_threshold", "fc_threshold")]
+            body.append([method, ratio, _pm(mean, std, len(ps)), *thr])
+        n = len(group)
+        tables.append(f"### {name}: top-1 without finetune (seeds: {n}; thresholds of the first seed)\n\n"
+                      + markdown_table(["method", "ratio", "top-1 (%)", "conv threshold", "fc threshold"], body))
+    return tables
+
+
 def write_results(recipe: Recipe, out: Path, seeds: Sequence[int]) -> dict[str, Any]:
     """Write ``results.csv`` (every seed), ``summary.csv``/``summary.md`` (mean ± std) and plots into ``out``."""
     rows = collect(recipe, out, seeds)
     names = recipe.report.get("rows") or [s.name for s in recipe.stages]
-    agg = aggregate(rows, names)
-    write_csv(out / "results.csv", rows, ["seed"] + COLUMNS)
+    agg = aggregate([r for r in rows if r["command"] != "sweep"], names)
+    write_csv(out / "results.csv", [{k: v for k, v in r.items() if k != "_summary"} for r in rows],
+              ["seed"] + COLUMNS)
     write_csv(out / "summary.csv", agg, COLUMNS + ["top1_std", "top5_std", "seeds"])
     table = markdown_table(
-        ["stage", "command", "model", "top-1 (%)", "params", "non-zero", "FLOPs", "sparsity"],
+        ["stage", "command", "model", "top-1 (%)", "params", "non-zero", "MACs (sparse)", "sparsity", "epochs"],
         [[a["stage"], a["command"], a["model"], _pm(a["top1"], a["top1_std"], a["seeds"]), a["params"],
-          a["nonzero_params"], a["flops"], None if a["sparsity"] is None else f"{100 * a['sparsity']:.1f}%"]
-         for a in agg])
+          a["nonzero_params"], a["macs"], None if a["sparsity"] is None else f"{100 * a['sparsity']:.1f}%",
+          a["epochs"]] for a in agg])
     title = recipe.report.get("title") or recipe.name
-    write_text(out / "summary.md", f"# {title}\n\nseeds: {', '.join(map(str, seeds))}\n\n{table}")
+    text = f"# {title}\n\nseeds: {', '.join(map(str, seeds))} (top-1: mean ± std over seeds)\n\n{table}"
+    sweeps = sweep_tables(rows)
+    if sweeps:
+        text += "\n\n" + "\n\n".join(sweeps)
+    write_text(out / "summary.md", text)
     plots = plot_results(agg, out, title)
-    print(table)
+    print(text)
     return {"rows": rows, "summary": agg, "table": table, "plots": plots}
 
 
 def plot_results(agg: list[dict[str, Any]], out: Path, title: str) -> list[str]:
-    """Accuracy against params, FLOPs and sparsity (one PNG each) for stages that have those numbers."""
+    """Accuracy against params, MACs and sparsity (one PNG each) for stages that have those numbers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    for key, label in (("nonzero_params", "non-zero parameters"), ("flops", "FLOPs"), ("sparsity", "sparsity")):
+    for key, label in (("nonzero_params", "non-zero parameters"), ("macs", "MACs per image (sparse-aware)"),
+                       ("sparsity", "sparsity of the prunable weights")):
         pts = [(a[key], a["top1"], a.get("top1_std") or 0.0, a["stage"]) for a in agg
                if a.get(key) is not None and a.get("top1") is not None and not math.isnan(a["top1"])]
         if len(pts) < 2:
@@ -105,7 +181,7 @@ def plot_results(agg: list[dict[str, Any]], out: Path, title: str) -> list[str]:
         fig.tight_layout()
         path = out / f"top1_vs_{key}.png"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
+            fig.savefig(tmp, format="png", dpi=90)
         plt.close(fig)
         written.append(str(path))
     return written
