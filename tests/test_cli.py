@@ -91,3 +91,28 @@ def test_input_size_with_the_wrong_channel_count_is_a_user_error(tmp_path, capsy
     code, _, err = _run(["prune", "--checkpoint", str(tmp_path / "l"), "--method", "gp", "--ratio", "0.5",
                          "--input-size", "3,32,32", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "has 3 channels; the model takes 1" in err
+
+
+def test_every_model_producing_command_writes_the_standard_summary_keys(tmp_path, capsys):
+    d = str(tmp_path)
+    common = ["--dataset", "digits", "--limit", "64", "--no-progress"]
+    steps = [
+        ["train", "--model", "resnet20", "--epochs", "1", *common, "--out", f"{d}/t"],
+        ["prune", "--checkpoint", f"{d}/t", "--method", "gp", "--ratio", "0.5", "--eval", "--dataset", "digits",
+         "--limit", "64", "--out", f"{d}/p"],
+        ["finetune", "--checkpoint", f"{d}/p", "--epochs", "1", *common, "--out", f"{d}/f"],
+        ["scratch", "--checkpoint", f"{d}/p", "--budget", "E", "--epochs", "1", *common, "--out", f"{d}/s"],
+        ["prune", "--checkpoint", f"{d}/t", "--method", "l1-filter", "--ratios", "0.5,0.5,0.5", "--eval",
+         "--dataset", "digits", "--limit", "64", "--latency-batch-sizes", "1", "--out", f"{d}/l1"],
+    ]
+    for argv in steps:
+        assert main(argv) == 0, argv
+        s = json.loads((tmp_path / argv[-1].rsplit("/", 1)[1] / "summary.json").read_text())
+        for key in ("top1", "top5", "params", "nonzero_params", "flops", "sparse_flops"):
+            assert key in s, (argv[0], key)
+        assert 0 <= s["top1"] <= 100 and s["params"] > 0, argv[0]
+    capsys.readouterr()
+    pruned = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert pruned["sparse_flops"] < pruned["flops"]
+    l1 = json.loads((tmp_path / "l1" / "summary.json").read_text())
+    assert l1["params"] < json.loads((tmp_path / "t" / "summary.json").read_text())["params"]

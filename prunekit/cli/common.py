@@ -17,7 +17,8 @@ DEFAULT_DATASET = "digits"
 
 def add_common_args(parser: argparse.ArgumentParser, *, epochs: int | None = None, lr: float | None = None,
                     batch_size: int = 64, out_required: bool = True) -> None:
-    """Add ``--model --dataset --data-dir --epochs --batch-size --lr --seed --device --out --checkpoint``."""
+    """Add ``--model --checkpoint --dataset --data-dir --batch-size --seed --device --out --limit``, and
+    ``--epochs --lr`` for commands that train (those that pass an ``epochs`` default)."""
     g = parser.add_argument_group("common options")
     g.add_argument("--model", default=None, help=f"zoo model name (default {DEFAULT_MODEL}; `prunekit info --list`)")
     g.add_argument("--checkpoint", default=None,
@@ -25,9 +26,10 @@ def add_common_args(parser: argparse.ArgumentParser, *, epochs: int | None = Non
     g.add_argument("--dataset", default=DEFAULT_DATASET, help="digits, fashion-mnist, mnist, cifar10, cifar100, "
                                                                "imagenet, synthetic (default digits)")
     g.add_argument("--data-dir", default=None, help="dataset root folder (default: the dataset's usual place)")
-    g.add_argument("--epochs", type=int, default=epochs, help="training epochs")
-    g.add_argument("--batch-size", type=int, default=batch_size, help="global batch size")
-    g.add_argument("--lr", type=float, default=lr, help="initial learning rate")
+    if epochs is not None:  # only commands that train take --epochs / --lr
+        g.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+        g.add_argument("--lr", type=float, default=lr, help=f"initial learning rate (default {lr})")
+    g.add_argument("--batch-size", type=int, default=batch_size, help=f"global batch size (default {batch_size})")
     g.add_argument("--seed", type=int, default=0, help="random seed (CPU runs are bit-reproducible)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--out", required=out_required, default=None, help="output folder")
