@@ -169,3 +169,21 @@ def test_ddp_two_processes_match_single_process(model_name, sync_bn, tmp_path):
         if k.endswith("num_batches_tracked"):
             continue
         assert torch.allclose(ddp_state[k].float(), v.float(), atol=1e-5), (k, (ddp_state[k] - v).abs().max())
+
+
+def test_prunekit_train_under_torchrun_writes_one_report(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "-m", "prunekit", "train", "--model", "lenet5", "--dataset", "digits", "--limit", "64", "--epochs", "1",
+           "--batch-size", "16", "--no-progress", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("wrote ") == 1  # rank 0 only
+    import json
+
+    s = json.loads((out / "summary.json").read_text())
+    assert s["top1"] is not None and s["epochs"] == 1

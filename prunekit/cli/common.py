@@ -60,6 +60,13 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def is_main_process() -> bool:
+    """False on the non-zero ranks of a torchrun job: only rank 0 writes reports."""
+    from ..engine.distributed import env_dist_info
+
+    return env_dist_info().is_main
+
+
 def parse_floats(text: str, name: str) -> list[float]:
     """Parse ``"0.1,0.2"`` into floats, or raise a PrunekitError naming the flag."""
     try:

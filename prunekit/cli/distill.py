@@ -10,7 +10,7 @@ import argparse
 from ..utils.io import write_json
 from ..utils.table import markdown_table
 from .common import (add_common_args, add_train_args, check_compatible, input_size, load_datasets, model_from_args,
-                     out_dir, standard_fields, train_config)
+                     is_main_process, out_dir, standard_fields, train_config)
 from .ensemble import parse_checkpoint_list
 
 
@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
                      temperature=args.temperature, alpha=args.alpha, mode=args.kd_mode, masks=student.masks,
                      out_dir=out, resume=args.resume,
                      extra_meta={"dataset": args.dataset, "teachers": teacher_paths})
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return 0
     after = result.final.get("val_top1")
     teacher_rows = [{"checkpoint": p, "model": t.meta["model"], "params": count_params(t.model, trainable_only=False),
                      "top1": a}

@@ -11,7 +11,7 @@ from ..errors import PrunekitError
 from ..utils.io import write_json
 from ..utils.table import markdown_table
 from .common import (add_common_args, add_train_args, input_size, load_datasets, model_from_args, out_dir,
-                     standard_fields, train_config)
+                     is_main_process, standard_fields, train_config)
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     out = out_dir(args)
     result = finetune(model, ckpt.masks, train_ds, test_ds, cfg, out_dir=out, resume=args.resume,
                       extra_meta={"dataset": args.dataset, "source_checkpoint": args.checkpoint})
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return 0
     size = input_size(train_ds)
     metrics = standard_fields(model.to("cpu"), size, result.final.get("val_top1"), result.final.get("val_top5"))
     metrics["flops_rethinking"] = summarize(model, (1, *size), convention="rethinking")["sparse_flops"]

@@ -14,7 +14,7 @@ from ..errors import PrunekitError
 from ..utils.io import write_json
 from ..utils.table import markdown_table
 from .common import (add_common_args, add_train_args, input_size, load_datasets, model_from_args, out_dir,
-                     standard_fields, train_config)
+                     is_main_process, standard_fields, train_config)
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
                                             imagenet_style=args.imagenet_schedule, out_dir=out_dir(args),
                                             resume=args.resume,
                                             extra_meta={"dataset": args.dataset, "source_checkpoint": args.checkpoint})
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return 0
     out = out_dir(args)
     final = result.final if result else {}
     summary = {**standard_fields(model.to("cpu"), size, final.get("val_top1"), final.get("val_top5")),

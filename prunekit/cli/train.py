@@ -5,8 +5,8 @@ import argparse
 
 from ..utils.io import write_json
 from ..utils.table import markdown_table
-from .common import (add_common_args, add_train_args, input_size, load_datasets, model_from_args, model_metrics,
-                     out_dir, train_config)
+from .common import (add_common_args, add_train_args, input_size, is_main_process, load_datasets, model_from_args,
+                     model_metrics, out_dir, train_config)
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
     out = out_dir(args)
     result = fit(ckpt.model, train_ds, test_ds, cfg, masks=ckpt.masks, hooks=hooks, out_dir=out, resume=args.resume,
                  extra_meta={"dataset": args.dataset, "sparsity_reg": args.sparsity_reg})
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return 0
     metrics = model_metrics(ckpt.model, input_size(train_ds), latency=False)
     summary = {"command": "train", "model": ckpt.model.prunekit_name, "dataset": args.dataset,
                "checkpoint_in": args.checkpoint, "top1": result.final.get("val_top1"),

@@ -16,12 +16,16 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        import warnings
+
+        from torch.distributed.nn.functional import all_reduce  # differentiable; its successor is private API
 
         c = x.shape[1]
         local_n = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
         stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), local_n])
-        stats = all_reduce(stats)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*all_reduce is deprecated.*", category=FutureWarning)
+            stats = all_reduce(stats)
         n = stats[-1]
         mean = stats[:c] / n
         var = stats[c:2 * c] / n - mean * mean
