@@ -136,7 +136,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, model_name: str, sync_bn: bool, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, model_name: str, sync_bn: bool, masked: bool, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -145,7 +145,9 @@ def _ddp_worker(rank: int, world: int, port: int, model_name: str, sync_bn: bool
     train = subset(get_dataset("digits", train=True), 64)
     torch.manual_seed(0)
     model = create_model(model_name, num_classes=10, in_channels=1)
-    fit(model, train, None, _cfg(epochs=1, batch_size=16, lr=0.1, sync_bn=sync_bn, max_steps_per_epoch=2))
+    masks = _random_masks(model) if masked else None
+    fit(model, train, None, _cfg(epochs=1, batch_size=16, lr=0.1, sync_bn=sync_bn, max_steps_per_epoch=2),
+        masks=masks)
     if rank == 0:
         torch.save({k: v.detach() for k, v in model.state_dict().items()}, out)
     import torch.distributed as dist
@@ -153,10 +155,11 @@ def _ddp_worker(rank: int, world: int, port: int, model_name: str, sync_bn: bool
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("model_name,sync_bn", [("lenet5", False), ("resnet20", True)])
-def test_ddp_two_processes_match_single_process(model_name, sync_bn, tmp_path):
+@pytest.mark.parametrize("model_name,sync_bn,masked", [("lenet5", False, False), ("resnet20", True, False),
+                                                       ("lenet5", False, True)])
+def test_ddp_two_processes_match_single_process(model_name, sync_bn, masked, tmp_path):
     out = str(tmp_path / "ddp.pt")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), model_name, sync_bn, out), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), model_name, sync_bn, masked, out), nprocs=2, join=True)
     ddp_state = torch.load(out, weights_only=True)
 
     from prunekit.data import get_dataset, subset
@@ -164,7 +167,10 @@ def test_ddp_two_processes_match_single_process(model_name, sync_bn, tmp_path):
     train = subset(get_dataset("digits", train=True), 64)
     torch.manual_seed(0)
     single = create_model(model_name, num_classes=10, in_channels=1)
-    fit(single, train, None, _cfg(epochs=1, batch_size=16, lr=0.1, max_steps_per_epoch=2))
+    masks = _random_masks(single) if masked else None
+    fit(single, train, None, _cfg(epochs=1, batch_size=16, lr=0.1, max_steps_per_epoch=2), masks=masks)
+    for n, m in (masks or {}).items():  # pruned weights stay exactly zero under DDP
+        assert int((ddp_state[n][~m] != 0).sum()) == 0, n
     for k, v in single.state_dict().items():
         if k.endswith("num_batches_tracked"):
             continue

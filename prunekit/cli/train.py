@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import PrunekitError
 from ..utils.io import write_json
 from ..utils.table import markdown_table
 from .common import (add_common_args, add_train_args, input_size, is_main_process, load_datasets, model_from_args,
@@ -12,6 +13,9 @@ from .common import (add_common_args, add_train_args, input_size, is_main_proces
 def add_parser(parser: argparse.ArgumentParser) -> None:
     add_common_args(parser, epochs=10, lr=0.1)
     add_train_args(parser)
+    parser.add_argument("--cfg", default=None,
+                        help='architecture cfg as a JSON list, e.g. \'[16,"M",32,"M",64]\' for a narrow vgg '
+                             "(default: the model's own)")
     parser.add_argument("--sparsity-reg", type=float, default=0.0,
                         help="network slimming: L1 penalty s on BN gammas (grad += s*sign(gamma)); 1e-4 VGG, "
                              "1e-5 ResNet-164/DenseNet-40")
@@ -22,11 +26,30 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = train_config(args)
     if args.sparsity_reg < 0:
-        from ..errors import PrunekitError
-
         raise PrunekitError(f"--sparsity-reg must be >= 0, got {args.sparsity_reg}")
     train_ds, test_ds = load_datasets(args)
-    ckpt = model_from_args(args, train_ds)
+    if args.cfg is not None:
+        if args.checkpoint:
+            raise PrunekitError("--cfg builds a new model; it cannot be combined with --checkpoint")
+        import json
+
+        import torch
+
+        from ..models import create_model
+
+        try:
+            cfg_list = json.loads(args.cfg)
+        except json.JSONDecodeError:
+            raise PrunekitError(f"--cfg must be a JSON list, got {args.cfg!r}") from None
+        if not isinstance(cfg_list, list):
+            raise PrunekitError(f"--cfg must be a JSON list, got {args.cfg!r}")
+        from ..checkpoint import Checkpoint
+
+        torch.manual_seed(args.seed)
+        ckpt = Checkpoint(create_model(args.model or "resnet20", num_classes=train_ds.num_classes, cfg=cfg_list,
+                                       in_channels=train_ds.in_channels), None, {})
+    else:
+        ckpt = model_from_args(args, train_ds)
     hooks = []
     if args.sparsity_reg > 0:
         from ..pruning.structured.slimming import BNL1Hook

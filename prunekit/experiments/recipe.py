@@ -18,6 +18,8 @@ earlier stage and become its output folder; ``from: X`` is short for ``checkpoin
 
 Every option is checked against the command's own flags before anything runs; an invalid recipe fails naming the
 stage and the key. ``report`` takes ``title`` and ``rows`` (the stages to tabulate, in order; default all).
+Top-level keys starting with ``x-`` are ignored: a place for YAML anchors shared by stages
+(``x-ft: &ft {epochs: 40}`` ... ``args: *ft``).
 """
 from __future__ import annotations
 
@@ -126,7 +128,7 @@ def parse_recipe(raw: Any, name_hint: str = "recipe") -> Recipe:
     """Validate a recipe given as a dict (from YAML) and expand its ``rounds`` stages."""
     if not isinstance(raw, dict):
         raise PrunekitError("a recipe must be a mapping with a 'stages' list")
-    unknown = set(raw) - TOP_KEYS
+    unknown = {k for k in raw if not (isinstance(k, str) and k.startswith("x-"))} - TOP_KEYS
     if unknown:
         raise PrunekitError(f"recipe: unknown top-level key {sorted(unknown)[0]!r}; valid: {', '.join(sorted(TOP_KEYS))}")
     name = str(raw.get("name", name_hint))
