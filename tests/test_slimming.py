@@ -132,7 +132,7 @@ def test_slimming_mask_keeps_gamma_beta_zero_through_sgd_steps(tmp_path):
     trainer = SimpleNamespace(module=masked)
     opt = torch.optim.SGD(masked.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     hook.on_fit_start(trainer)
-    for step in range(3):
+    for _step in range(3):
         x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
         opt.zero_grad()
         nn.functional.cross_entropy(masked(x), y).backward()

@@ -28,7 +28,7 @@ def test_sparse_file_is_small_at_90_percent_and_loads_bit_exactly(tmp_path):
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10)
     with torch.no_grad():  # non-trivial BN statistics and biases, so every tensor is checked
-        for name, buf in model.named_buffers():
+        for _name, buf in model.named_buffers():
             if buf.is_floating_point():
                 buf.copy_(torch.rand_like(buf))
     res = prune_unstructured(model, "gp", 0.9)

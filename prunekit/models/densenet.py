@@ -51,7 +51,7 @@ def _bn_widths(depth: int, growth: int) -> list[int]:
     n = (depth - 4) // 3
     widths = []
     c = 2 * growth
-    for stage in range(3):
+    for _stage in range(3):
         for _ in range(n):
             widths.append(c)
             c += growth
