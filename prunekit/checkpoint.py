@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -174,6 +175,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
     ``expect_model`` (a zoo name) makes a checkpoint of another architecture a clear error.
     """
+    if _is_foreign_weights_file(path):
+        if expect_model is None:
+            raise CheckpointError(f"{path} is a plain weights file without prunekit metadata: name its "
+                                  "architecture (--model NAME / expect_model=) to import it")
+        return import_state_dict(path, expect_model, map_location)
     meta, state, masks = read_checkpoint_file(path)
     if expect_model is not None and meta["model"] != expect_model:
         raise CheckpointError(f"checkpoint {path} holds a {meta['model']!r} model, not {expect_model!r}")
@@ -206,5 +212,64 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
     """Load a training-state dict saved by :func:`save_train_state` (``weights_only=True``)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise CheckpointError(f"cannot read training state {path}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Importing weights saved by other tools (e.g. torchvision's .pth files): a state_dict for a zoo architecture.
+
+_FOREIGN_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
+
+
+def _is_foreign_weights_file(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    if not p.is_file():
+        return False
+    if p.name.endswith(_FOREIGN_SUFFIXES):
+        return True
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                return "prunekit" not in (fh.metadata() or {})
+        except (SafetensorError, OSError, ValueError):
+            return False
+    return False
+
+
+def import_state_dict(path: str | os.PathLike, model_name: str,
+                      map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a plain state_dict (``torch.save`` with tensors only, or safetensors) into zoo model ``model_name``.
+
+    The number of classes and input channels are read from the tensors (last 2-D weight, first 4-D weight), so a
+    torchvision ImageNet weights file loads into prunekit's model of the same name. Never unpickles code: ``.pth``
+    files are read with ``weights_only=True``; a ``{"state_dict": ...}`` wrapper is accepted.
+    """
+    from .models import create_model
+
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(p))
+    else:
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+            raise CheckpointError(f"cannot read {p} as a weights-only state_dict: {exc}") from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{p} does not hold a state_dict of tensors")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    mats = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    convs = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 4]
+    if not mats or not convs:
+        raise CheckpointError(f"{p}: cannot infer classes/channels (no linear or conv weights)")
+    model = create_model(model_name, num_classes=int(mats[-1].shape[0]), in_channels=int(convs[0].shape[1]))
+    load_state_strict(model, state, str(p))
+    model.to(map_location)
+    meta = model_meta(model, {"imported_from": str(p)})
+    return Checkpoint(model=model, masks=None, meta=meta)

@@ -60,7 +60,7 @@ def test_missing_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
-    with pytest.raises(CheckpointError, match="no prunekit metadata"):
+    with pytest.raises(CheckpointError, match="without prunekit metadata"):
         load_model(tmp_path / "plain.safetensors")
     save_model(create_model("lenet5"), tmp_path / "lenet")
     with pytest.raises(CheckpointError, match="'lenet5' model, not 'resnet20'"):
@@ -85,3 +85,20 @@ def test_state_dict_shape_mismatch_names_the_tensor(tmp_path):
 def test_models_not_built_by_prunekit_cannot_be_saved(tmp_path):
     with pytest.raises(PrunekitError, match="create_model"):
         save_model(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_plain_state_dict_files_import_into_the_named_zoo_model(tmp_path):
+    """A torchvision-style .pth (tensors only) loads with weights_only into the model of the same name."""
+    src = create_model("resnet18", num_classes=1000).eval()
+    torch.save({"module." + k: v for k, v in src.state_dict().items()}, tmp_path / "resnet18.pth")  # DDP-style keys
+    ck = load_checkpoint(tmp_path / "resnet18.pth", expect_model="resnet18")
+    assert ck.model.num_classes == 1000 and ck.meta["extra"]["imported_from"].endswith("resnet18.pth")
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(src(x), ck.model.eval()(x))
+    with pytest.raises(CheckpointError, match="name its architecture"):
+        load_checkpoint(tmp_path / "resnet18.pth")
+    with pytest.raises(CheckpointError, match="does not match model resnet34"):
+        load_checkpoint(tmp_path / "resnet18.pth", expect_model="resnet34")
+    torch.save({"net": torch.nn.Linear(2, 2)}, tmp_path / "pickled_module.pth")  # code objects are refused
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_checkpoint(tmp_path / "pickled_module.pth", expect_model="resnet18")

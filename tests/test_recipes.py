@@ -17,7 +17,7 @@ from prunekit.cli import main
 from prunekit.errors import PrunekitError
 from prunekit.experiments.recipe import load_recipe, parse_recipe
 from prunekit.experiments.results import aggregate
-from prunekit.experiments.runner import MARKER, plan_commands, run_recipe
+from prunekit.experiments.runner import MARKER, can_resume, plan_commands, run_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,6 +125,34 @@ def test_init_stage_builds_a_narrow_model_that_train_starts_from(tmp_path):
     m = load_model(tmp_path / "o" / "seed0" / "base")
     assert m.prunekit_cfg == [4, "M", 8, "M", 8, 8, "M", 8, 8, "M", 8, 8]
     assert [r["params"] for r in result["summary"]] == [sum(p.numel() for p in m.parameters())] * 2
+
+
+def test_resume_only_when_train_state_matches_the_saved_model(tmp_path):
+    from prunekit.checkpoint import load_checkpoint, save_model
+
+    run_recipe(parse_recipe(_recipe(stages=[_recipe()["stages"][0]])), tmp_path / "o")
+    folder = tmp_path / "o" / "seed0" / "base"
+    assert can_resume(folder)
+    ck = load_checkpoint(folder)
+    # a kill between writing model.safetensors (epoch 2) and train_state.pt (still epoch 1)
+    save_model(ck.model, folder / "model.safetensors", extra={**ck.meta["extra"], "epoch": 2})
+    assert not can_resume(folder)
+    (folder / "train_state.pt").unlink()
+    assert not can_resume(folder)
+
+
+def test_random_filter_stage_matches_l1_widths_with_other_filters(tmp_path):
+    prune = {"ratios": "0.3,0.3,0.5", "skip": "layer3.0", "rounds": 2}
+    raw = _recipe(stages=[
+        {"name": "arch", "command": "init", "args": {"model": "resnet20"}},
+        {"name": "l1", "command": "prune", "from": "arch", "args": {"method": "l1-filter", **prune}},
+        {"name": "rnd", "command": "random-filter", "from": "arch", "args": prune}])
+    run_recipe(parse_recipe(raw), tmp_path / "o")
+    from prunekit import load_model
+
+    l1, rnd = (load_model(tmp_path / "o" / "seed0" / n) for n in ("l1", "rnd"))
+    assert rnd.prunekit_cfg == l1.prunekit_cfg == [7, 7, 7, 15, 15, 15, 64, 16, 16]
+    assert not torch.equal(rnd.layer1[0].conv1.weight, l1.layer1[0].conv1.weight)
 
 
 def test_summary_mean_and_std_over_seeds():
