@@ -18,8 +18,12 @@ def accuracy_counts(outputs: torch.Tensor, targets: torch.Tensor, ks: tuple[int,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Any, batch_size: int = 256, device: str | torch.device | None = None,
-             max_batches: int | None = None) -> dict[str, float]:
-    """Evaluate ``model`` on dataset ``data`` (its test transform): ``{"top1", "top5", "loss", "n"}`` in percent."""
+             max_batches: int | None = None, progress: bool | None = None) -> dict[str, float]:
+    """Evaluate ``model`` on dataset ``data`` (its test transform): ``{"top1", "top5", "loss", "n"}`` in percent.
+
+    ``progress``: a progress bar on stderr (default: when stderr is a terminal and there are over 20 batches).
+    """
+    import sys
     from ..data.loader import BatchLoader
 
     if device is None:
@@ -30,6 +34,13 @@ def evaluate(model: nn.Module, data: Any, batch_size: int = 256, device: str | t
     n = 0
     correct1 = correct5 = 0
     loss_sum = 0.0
+    if progress is None:
+        progress = sys.stderr.isatty() and len(loader) > 20
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(loader), desc="eval", leave=False, unit="batch")
     try:
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
@@ -40,7 +51,11 @@ def evaluate(model: nn.Module, data: Any, batch_size: int = 256, device: str | t
             correct1 += c1
             correct5 += c5
             n += y.numel()
+            if bar is not None:
+                bar.update(1)
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
     n = max(n, 1)
     return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n, "n": n}

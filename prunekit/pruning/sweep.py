@@ -6,6 +6,7 @@ Layers emptied at high ratios do not stop a sweep: the row records them in ``emp
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,6 +94,7 @@ def sensitivity_sweep(model: nn.Module, methods: Sequence[str], ratios: Sequence
                 acc = evaluate_fn(model)
                 rep = res.report
                 conv_t, fc_t = _kind_thresholds(rep.thresholds, rep.scope["kinds"])
+                print(f"sweep {method} ratio {ratio}: top-1 {acc['top1']:.2f}", file=sys.stderr, flush=True)
                 rows.append(SweepRow(method, float(ratio), rep.sparsity, acc["top1"], acc.get("top5"),
                                      acc.get("loss"), conv_t, fc_t, rep.total_pruned, rep.total_weights,
                                      list(rep.empty_layers)))
