@@ -83,15 +83,13 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     o = tmp_path / "o"
-    assert lines == [
-        f"[seed 3] base: prunekit train --model lenet5 --epochs 1 --lr 0.02 --dataset digits --limit 64 --seed 3 "
-        f"--out {o}/seed3/base",
-        f"[seed 3] p: prunekit prune --method global --ratio 0.5 --checkpoint {o}/seed3/base --dataset digits "
-        f"--limit 64 --seed 3 --out {o}/seed3/p",
-        f"[seed 4] base: prunekit train --model lenet5 --epochs 1 --lr 0.02 --dataset digits --limit 64 --seed 4 "
-        f"--out {o}/seed4/base",
-        f"[seed 4] p: prunekit prune --method global --ratio 0.5 --checkpoint {o}/seed4/base --dataset digits "
-        f"--limit 64 --seed 4 --out {o}/seed4/p"]
+    expected = []
+    for seed in (3, 4):
+        expected.append(f"[seed {seed}] base: prunekit train --model lenet5 --epochs 1 --lr 0.02 --dataset digits "
+                        f"--limit 64 --seed {seed} --out {o}/seed{seed}/base")
+        expected.append(f"[seed {seed}] p: prunekit prune --method global --ratio 0.5 --checkpoint {o}/seed{seed}/base "
+                        f"--dataset digits --limit 64 --seed {seed} --out {o}/seed{seed}/p")
+    assert lines == expected
     assert not o.exists()
 
 
@@ -117,7 +115,8 @@ def test_rerun_skips_finished_stages_and_rejects_changed_options(tmp_path, capsy
 
 def test_init_stage_builds_a_narrow_model_that_train_starts_from(tmp_path):
     raw = _recipe(stages=[
-        {"name": "arch", "command": "init", "args": {"model": "vgg11", "cfg": [4, "M", 8, "M", 8, 8, "M", 8, 8, "M", 8, 8]}},
+        {"name": "arch", "command": "init",
+         "args": {"model": "vgg11", "cfg": [4, "M", 8, "M", 8, 8, "M", 8, 8, "M", 8, 8]}},
         {"name": "base", "command": "train", "from": "arch", "args": {"epochs": 1, "lr": 0.02}}])
     result = run_recipe(parse_recipe(raw), tmp_path / "o")
     from prunekit import load_model
@@ -191,9 +190,8 @@ KILL_RECIPE = {
 
 def _start(recipe: Path, out: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.Popen([sys.executable, "-c", "import torch, sys; torch.set_num_threads(1); "
-                             "from prunekit.cli import main; sys.exit(main(sys.argv[1:]))",
-                             "run", str(recipe), "--out", str(out)],
+    code = "import torch, sys; torch.set_num_threads(1); from prunekit.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, "run", str(recipe), "--out", str(out)],
                             env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -229,11 +227,15 @@ def test_killed_run_resumes_to_the_same_weights_and_numbers(tmp_path):
     done = _epochs_logged(log)
     assert 1 <= done < 8, done
     assert not (cut / "seed0" / "ft").exists()
+    # almost always the kill lands inside an epoch; a kill between the model and train-state writes of one epoch
+    # makes the stage start over, which must give the same result too
+    consistent = can_resume(cut / "seed0" / "base")
 
     again = _start(recipe, cut)
     _, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
-    assert "base: resuming from its last checkpoint" in err
+    expected = "resuming from its last checkpoint" if consistent else "starting over"
+    assert f"base: {expected}" in err
     assert _epochs_logged(log) == 8
     for stage in ("base", "p", "ft"):
         a, b = _state(ref / "seed0" / stage / "model.safetensors"), _state(cut / "seed0" / stage / "model.safetensors")

@@ -1,10 +1,13 @@
 """Recipes: a YAML file that names the stages of an experiment and their options.
 
 A stage runs one prunekit command (``train``, ``prune``, ``finetune``, ``scratch``, ``sweep``, ``eval``,
-``ensemble``, ``distill``) or the recipe-only ``init`` (a fresh model with a custom ``cfg``, see
-:mod:`prunekit.experiments.stages`); ``rounds`` expands into K prune→finetune pairs named ``<name>.r<k>.prune`` and
-``<name>.r<k>``. Values that start with ``@`` name an
-earlier stage and become its output folder; ``from: X`` is short for ``checkpoint: "@X"``::
+``ensemble``, ``distill``) or a recipe-only one (``init``: a fresh model with a custom ``cfg``; ``random-filter``:
+the random-selection control of L1-filter pruning; see :mod:`prunekit.experiments.stages`). ``rounds`` expands
+into K prune→finetune pairs named ``<name>.r<k>.prune`` and ``<name>.r<k>``, each round starting from the previous
+one. ``args`` become ``--flags`` (``_`` → ``-``; ``true`` → a bare flag; a list → comma-separated). Values that
+start with ``@`` name an earlier stage and become its output folder; ``from: X`` is short for
+``checkpoint: "@X"``. Top-level ``dataset``/``data_dir``/``limit`` and ``defaults`` reach every stage whose
+command has that flag; each stage gets ``--seed`` from the seed being run::
 
     name: l1-iterative-lite
     dataset: fashion-mnist
@@ -130,7 +133,8 @@ def parse_recipe(raw: Any, name_hint: str = "recipe") -> Recipe:
         raise PrunekitError("a recipe must be a mapping with a 'stages' list")
     unknown = {k for k in raw if not (isinstance(k, str) and k.startswith("x-"))} - TOP_KEYS
     if unknown:
-        raise PrunekitError(f"recipe: unknown top-level key {sorted(unknown)[0]!r}; valid: {', '.join(sorted(TOP_KEYS))}")
+        raise PrunekitError(f"recipe: unknown top-level key {min(map(str, unknown))!r}; valid: "
+                            f"{', '.join(sorted(TOP_KEYS))}")
     name = str(raw.get("name", name_hint))
     if not isinstance(raw.get("stages"), list) or not raw["stages"]:
         raise PrunekitError(f"recipe {name!r}: 'stages' must be a non-empty list")
@@ -152,7 +156,7 @@ def parse_recipe(raw: Any, name_hint: str = "recipe") -> Recipe:
         raise PrunekitError(f"recipe {name!r}: 'report' must be a mapping")
     bad = set(report) - REPORT_KEYS
     if bad:
-        raise PrunekitError(f"recipe {name!r}: unknown report key {sorted(bad)[0]!r}; valid: "
+        raise PrunekitError(f"recipe {name!r}: unknown report key {min(map(str, bad))!r}; valid: "
                             f"{', '.join(sorted(REPORT_KEYS))}")
     names = {s.name for s in stages}
     for row in report.get("rows") or []:
@@ -167,7 +171,7 @@ def _expand(spec: Any, index: int, recipe: str) -> list[Stage]:
     unknown = set(spec) - STAGE_KEYS
     where = f"recipe {recipe!r}, stage {spec.get('name', '#' + str(index + 1))!r}"
     if unknown:
-        raise PrunekitError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid: {', '.join(sorted(STAGE_KEYS))}")
+        raise PrunekitError(f"{where}: unknown key {min(map(str, unknown))!r}; valid: {', '.join(sorted(STAGE_KEYS))}")
     for key in ("name", "command"):
         if not isinstance(spec.get(key), str):
             raise PrunekitError(f"{where}: missing {key!r}")
@@ -255,12 +259,12 @@ def _command_parser(command: str) -> tuple[set[str], argparse.ArgumentParser]:
             parser = INTERNAL[command][0]()
         else:
             top = build_parser()
-            sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+            sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
             if command not in sub.choices or command == "run":
                 valid = sorted([c for c in sub.choices if c != "run"] + list(INTERNAL)) + ["rounds"]
                 raise PrunekitError(f"unknown command {command!r}; valid: {', '.join(valid)}")
             parser = sub.choices[command]
-        flags = {opt[2:].replace("-", "_") for a in parser._actions for opt in a.option_strings  # noqa: SLF001
+        flags = {opt[2:].replace("-", "_") for a in parser._actions for opt in a.option_strings
                  if opt.startswith("--")}
         _FLAG_CACHE[command] = (flags, parser)
     return _FLAG_CACHE[command]

@@ -111,15 +111,21 @@ def _pm(mean: float | None, std: float | None, n: int) -> str:
     return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
 
 
+def _sweep_points(rows: list[dict[str, Any]], name: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    points: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["stage"] == name:
+            for p in r["_summary"].get("rows", []):
+                points.setdefault((p.get("method", ""), str(p.get("ratio"))), []).append(p)
+    return points
+
+
 def sweep_tables(rows: list[dict[str, Any]]) -> list[str]:
     """One markdown table per sweep stage: the MCTS seed shape (ratio | top-1 w/o finetune | thresholds)."""
     tables = []
     for name in dict.fromkeys(r["stage"] for r in rows if r["command"] == "sweep"):
         group = [r for r in rows if r["stage"] == name]
-        points: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for r in group:
-            for p in r["_summary"].get("rows", []):
-                points.setdefault((p.get("method", ""), str(p.get("ratio"))), []).append(p)
+        points = _sweep_points(rows, name)
         body = []
         for (method, ratio), ps in points.items():
             mean, std = _mean_std([float(p["top1"]) for p in ps if p.get("top1") not in (None, "")])
@@ -152,12 +158,16 @@ def write_results(recipe: Recipe, out: Path, seeds: Sequence[int]) -> dict[str, 
         text += "\n\n" + "\n\n".join(sweeps)
     write_text(out / "summary.md", text)
     plots = plot_results(agg, out, title)
+    for name in dict.fromkeys(r["stage"] for r in rows if r["command"] == "sweep"):
+        plots += plot_sweep(_sweep_points(rows, name), out / f"sweep_{name}.png", f"{title}\n{name}: top-1 without "
+                            "finetune")
     print(text)
     return {"rows": rows, "summary": agg, "table": table, "plots": plots}
 
 
 def plot_results(agg: list[dict[str, Any]], out: Path, title: str) -> list[str]:
-    """Accuracy against params, MACs and sparsity (one PNG each) for stages that have those numbers."""
+    """Accuracy against params, MACs and sparsity (one PNG each, one marker per command) for stages that have
+    those numbers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,17 +176,20 @@ def plot_results(agg: list[dict[str, Any]], out: Path, title: str) -> list[str]:
     written = []
     for key, label in (("nonzero_params", "non-zero parameters"), ("macs", "MACs per image (sparse-aware)"),
                        ("sparsity", "sparsity of the prunable weights")):
-        pts = [(a[key], a["top1"], a.get("top1_std") or 0.0, a["stage"]) for a in agg
-               if a.get(key) is not None and a.get("top1") is not None and not math.isnan(a["top1"])]
+        pts = [a for a in agg if a.get(key) is not None and a.get("top1") is not None and not math.isnan(a["top1"])]
         if len(pts) < 2:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt="o", capsize=3)
-        for x, y, _, name in pts:
-            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for i, command in enumerate(dict.fromkeys(a["command"] for a in pts)):
+            sel = [a for a in pts if a["command"] == command]
+            ax.errorbar([a[key] for a in sel], [a["top1"] for a in sel], yerr=[a.get("top1_std") or 0.0 for a in sel],
+                        fmt="osD^vP*X"[i % 8], capsize=3, label=command)
+        for a in pts:
+            ax.annotate(a["stage"], (a[key], a["top1"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(label)
-        ax.set_ylabel("top-1 (%)")
-        ax.set_title(f"{title}: top-1 vs {label}", fontsize=9)
+        ax.set_ylabel("top-1 (%), mean ± std over seeds")
+        ax.set_title(f"{title}\ntop-1 vs {label}", fontsize=9)
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = out / f"top1_vs_{key}.png"
@@ -185,3 +198,31 @@ def plot_results(agg: list[dict[str, Any]], out: Path, title: str) -> list[str]:
         plt.close(fig)
         written.append(str(path))
     return written
+
+
+def plot_sweep(points: dict[tuple[str, str], list[dict[str, Any]]], path: Path, title: str) -> list[str]:
+    """Top-1 without finetune against the pruning ratio, one line per method (mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = [float(p["top1"]) for (m, r), ps in points.items() if r == "baseline" for p in ps]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method in dict.fromkeys(m for m, r in points if r != "baseline"):
+        curve = sorted((float(r), _mean_std([float(p["top1"]) for p in ps]))
+                       for (m, r), ps in points.items() if m == method and r != "baseline")
+        ax.errorbar([x for x, _ in curve], [ms[0] for _, ms in curve], yerr=[ms[1] for _, ms in curve], marker="o",
+                    capsize=3, label=method)
+    if base:
+        ax.axhline(statistics.fmean(base), color="grey", ls="--", lw=1, label="baseline")
+    ax.set_xlabel("pruning ratio")
+    ax.set_ylabel("top-1 (%), mean ± std over seeds")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return [str(path)]
