@@ -24,6 +24,9 @@ from .errors import CheckpointError, PrunekitError
 from .utils.io import atomic_path
 
 FORMAT = "prunekit/1"
+# what torch.load(weights_only=True) raises on truncated, corrupt or code-carrying files
+_TORCH_READ_ERRORS = (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, IndexError, KeyError,
+                      TypeError, AttributeError)
 MODEL_FILE = "model.safetensors"
 MASK_PREFIX = "__mask__/"
 
@@ -212,7 +215,7 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
     """Load a training-state dict saved by :func:`save_train_state` (``weights_only=True``)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+    except _TORCH_READ_ERRORS as exc:
         raise CheckpointError(f"cannot read training state {path}: {exc}") from None
 
 
@@ -257,7 +260,7 @@ def import_state_dict(path: str | os.PathLike, model_name: str,
     else:
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        except _TORCH_READ_ERRORS as exc:
             raise CheckpointError(f"cannot read {p} as a weights-only state_dict: {exc}") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]

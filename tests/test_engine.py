@@ -82,6 +82,24 @@ def test_resume_equals_uninterrupted_training(tmp_path, digits_small):
     assert len(log) == 4 and log[0].startswith("epoch,")
 
 
+def test_resume_is_exact_even_if_killed_between_the_model_and_state_writes(tmp_path, digits_small):
+    from prunekit import save_model
+
+    train, _ = digits_small
+    torch.manual_seed(0)
+    full = create_model("resnet20", num_classes=10, in_channels=1)
+    fit(full, train, None, _cfg(epochs=2, milestones=(1,), max_steps_per_epoch=3), out_dir=tmp_path / "full")
+    torch.manual_seed(0)
+    part = create_model("resnet20", num_classes=10, in_channels=1)
+    fit(part, train, None, _cfg(epochs=1, milestones=(1,), max_steps_per_epoch=3), out_dir=tmp_path / "part")
+    # the next epoch's model file landed but its train_state did not: resume must not use those weights
+    save_model(create_model("resnet20", num_classes=10, in_channels=1), tmp_path / "part")
+    resumed = create_model("resnet20", num_classes=10, in_channels=1)
+    fit(resumed, train, None, _cfg(epochs=2, milestones=(1,), max_steps_per_epoch=3), out_dir=tmp_path / "part", resume=True)
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
 def test_resume_refuses_a_run_of_another_model(tmp_path, digits_small):
     train, _ = digits_small
     fit(create_model("resnet20", num_classes=10, in_channels=1), train, None, _cfg(epochs=1, max_steps_per_epoch=1),

@@ -126,15 +126,11 @@ def test_init_stage_builds_a_narrow_model_that_train_starts_from(tmp_path):
     assert [r["params"] for r in result["summary"]] == [sum(p.numel() for p in m.parameters())] * 2
 
 
-def test_resume_only_when_train_state_matches_the_saved_model(tmp_path):
-    from prunekit.checkpoint import load_checkpoint, save_model
-
+def test_resume_needs_only_a_readable_train_state(tmp_path):
     run_recipe(parse_recipe(_recipe(stages=[_recipe()["stages"][0]])), tmp_path / "o")
     folder = tmp_path / "o" / "seed0" / "base"
     assert can_resume(folder)
-    ck = load_checkpoint(folder)
-    # a kill between writing model.safetensors (epoch 2) and train_state.pt (still epoch 1)
-    save_model(ck.model, folder / "model.safetensors", extra={**ck.meta["extra"], "epoch": 2})
+    (folder / "train_state.pt").write_bytes(b"truncated")
     assert not can_resume(folder)
     (folder / "train_state.pt").unlink()
     assert not can_resume(folder)

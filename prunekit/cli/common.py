@@ -34,7 +34,7 @@ def add_common_args(parser: argparse.ArgumentParser, *, epochs: int | None = Non
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     g.add_argument("--out", required=out_required, default=None, help="output folder")
     g.add_argument("--limit", type=int, default=None,
-                   help="use only the first N samples of each split (quick runs)")
+                   help="use only the first N samples of each split (quick runs; a smaller split is used whole)")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +103,7 @@ def load_datasets(args: argparse.Namespace, *, train: bool = True, test: bool = 
         if getattr(args, "limit", None):
             if args.limit < 1:
                 raise PrunekitError(f"--limit must be positive, got {args.limit}")
-            ds = subset(ds, args.limit)
+            ds = subset(ds, min(args.limit, len(ds)))  # a split smaller than --limit is used whole
         out.append(ds)
     return tuple(out)
 

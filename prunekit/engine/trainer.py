@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import load_state_strict, read_checkpoint_file, load_train_state, save_model, save_train_state
+from ..checkpoint import load_state_strict, load_train_state, save_model, save_train_state
 from ..errors import CheckpointError, PrunekitError, check_range
 from ..utils.io import write_csv
 from .distributed import DistInfo, barrier, env_dist_info, init_distributed, resolve_device
@@ -147,7 +147,10 @@ class Trainer:
             save_model(self.module, self.out_dir / "best.safetensors", masks=self.masks, extra=extra)
         rows = [{k: v for k, v in r.items() if k in LOG_FIELDS} for r in self.history]
         write_csv(self.out_dir / "log.csv", rows, LOG_FIELDS)
-        state = {
+        state = {  # one atomic file holds everything resume needs, weights included: never out of step
+            "model_name": getattr(self.module, "prunekit_name", None),
+            "model": {k: v.detach().to("cpu") for k, v in self.module.state_dict().items()},
+            "masks": dict(self.masks or {}),
             "epoch": self.epoch + 1,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -165,16 +168,18 @@ class Trainer:
         if self.out_dir is None or not (self.out_dir / "train_state.pt").is_file():
             return 0
         state = load_train_state(self.out_dir / "train_state.pt")
-        meta, weights, masks = read_checkpoint_file(self.out_dir / "model.safetensors")
-        if meta.get("model") != getattr(self.module, "prunekit_name", None):
-            raise CheckpointError(f"cannot resume: {self.out_dir} holds a {meta.get('model')!r} run, "
-                                  f"not {getattr(self.module, 'prunekit_name', '?')!r}")
-        load_state_strict(self.module, weights, str(self.out_dir / "model.safetensors"))
-        if masks:
-            self.masks = {k: v.to(torch.bool) for k, v in masks.items()}
+        name = getattr(self.module, "prunekit_name", None)
+        if state.get("model_name") != name:
+            raise CheckpointError(f"cannot resume: {self.out_dir} holds a {state.get('model_name')!r} run, "
+                                  f"not {name!r}")
+        load_state_strict(self.module, state["model"], str(self.out_dir / "train_state.pt"))
+        if state["masks"]:
+            self.masks = {k: v.to(torch.bool) for k, v in state["masks"].items()}
+            from ..pruning.masks import MaskHook
+
             for h in self.hooks:
-                if hasattr(h, "masks") and hasattr(h, "_cache"):
-                    h.masks, h._cache = dict(self.masks), None
+                if isinstance(h, MaskHook):
+                    h.set_masks(self.masks)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])

@@ -41,19 +41,17 @@ def plan_commands(recipe: Recipe, out: Path, seeds: Sequence[int]) -> list[tuple
 
 
 def can_resume(folder: Path) -> bool:
-    """True when ``folder`` holds a training state whose epoch matches its last saved model (exact resume)."""
-    state_file, model_file = folder / "train_state.pt", folder / "model.safetensors"
-    if not (state_file.is_file() and model_file.is_file()):
+    """True when ``folder`` holds a readable training state (it carries the weights, so resume is exact)."""
+    state_file = folder / "train_state.pt"
+    if not state_file.is_file():
         return False
-    from ..checkpoint import load_train_state, read_checkpoint_file
+    from ..checkpoint import load_train_state
     from ..errors import CheckpointError
 
     try:
-        epoch = load_train_state(state_file).get("epoch")
-        meta = read_checkpoint_file(model_file)[0]
+        return "model" in load_train_state(state_file)
     except CheckpointError:
         return False
-    return epoch is not None and (meta.get("extra") or {}).get("epoch") == epoch
 
 
 def run_recipe(recipe: Recipe, out: str | Path, *, seeds: Sequence[int] | None = None, force: bool = False,

@@ -76,6 +76,11 @@ class MaskHook(Hook):
         self.masks = dict(masks)
         self._cache: list[tuple[nn.Parameter, torch.Tensor]] | None = None
 
+    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Replace the enforced masks (e.g. with those of a resumed run)."""
+        self.masks = dict(masks)
+        self._cache = None
+
     def _pairs(self, model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
         """(parameter, pruned-entries bool tensor on its device) pairs, cached."""
         if self._cache is None:
