@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -129,3 +129,20 @@ def init_conv_normal_fan_out(module: nn.Module, bn_weight: float) -> None:
 def flatten_cfg(nested: Sequence[Sequence[int]]) -> list[int]:
     """Flatten a list of lists into one list."""
     return [int(v) for sub in nested for v in sub]
+
+
+def residual_stages(n: int, widths: Sequence[int], make_block: Callable[[int, int, int, int], nn.Module],
+                    inplanes: int = 16, expansion: int = 1) -> tuple[list[nn.Sequential], int]:
+    """Three-stage CIFAR trunk: ``n`` blocks per stage, the first block of stages 2 and 3 strides by 2.
+
+    ``make_block(inplanes, block_index, planes, stride)``; ``block_index`` counts over all stages (the cfg index).
+    Returns the stages and the output width.
+    """
+    stages = []
+    for s, planes in enumerate(widths):
+        blocks = []
+        for i in range(n):
+            blocks.append(make_block(inplanes, s * n + i, planes, 2 if (s > 0 and i == 0) else 1))
+            inplanes = planes * expansion
+        stages.append(nn.Sequential(*blocks))
+    return stages, inplanes

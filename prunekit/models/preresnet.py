@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import ChannelSelection, check_at_most, check_cfg, flatten_cfg, init_conv_normal_fan_out
+from .layers import (ChannelSelection, check_at_most, check_cfg, flatten_cfg, init_conv_normal_fan_out,
+                     residual_stages)
 from .registry import register_model
 
 STAGE_PLANES = (16, 32, 64)
@@ -58,15 +59,9 @@ class PreResNetSlim(nn.Module):
         super().__init__()
         n = (depth - 2) // 9
         self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        inplanes = 16
-        stages = []
-        for s, planes in enumerate(STAGE_PLANES):
-            blocks = []
-            for i in range(n):
-                j = 3 * (s * n + i)
-                blocks.append(Bottleneck(inplanes, planes, cfg[j:j + 3], 2 if (s > 0 and i == 0) else 1))
-                inplanes = planes * 4
-            stages.append(nn.Sequential(*blocks))
+        stages, inplanes = residual_stages(
+            n, STAGE_PLANES, lambda cin, j, planes, stride: Bottleneck(cin, planes, cfg[3 * j:3 * j + 3], stride),
+            expansion=4)
         self.layer1, self.layer2, self.layer3 = stages
         self.bn = nn.BatchNorm2d(inplanes)
         self.select = ChannelSelection(inplanes, kept=cfg[-1])
@@ -141,14 +136,8 @@ class PreResNetBasic(nn.Module):
         super().__init__()
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        inplanes = 16
-        stages = []
-        for s, planes in enumerate(STAGE_PLANES):
-            blocks = []
-            for i in range(n):
-                blocks.append(PreBasicBlock(inplanes, cfg[s * n + i], planes, 2 if (s > 0 and i == 0) else 1))
-                inplanes = planes
-            stages.append(nn.Sequential(*blocks))
+        stages, inplanes = residual_stages(
+            n, STAGE_PLANES, lambda cin, j, planes, stride: PreBasicBlock(cin, cfg[j], planes, stride))
         self.layer1, self.layer2, self.layer3 = stages
         self.bn = nn.BatchNorm2d(inplanes)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import PrunekitError
-from .layers import ShortcutA, check_cfg, init_conv_normal_fan_out
+from .layers import ShortcutA, check_cfg, init_conv_normal_fan_out, residual_stages
 from .registry import register_model
 
 STAGE_WIDTHS = (16, 32, 64)
@@ -47,15 +47,9 @@ class CifarResNet(nn.Module):
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, STAGE_WIDTHS[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0])
-        inplanes = STAGE_WIDTHS[0]
-        stages = []
-        for s, planes in enumerate(STAGE_WIDTHS):
-            blocks = []
-            for i in range(n):
-                stride = 2 if (s > 0 and i == 0) else 1
-                blocks.append(BasicBlock(inplanes, cfg[s * n + i], planes, stride))
-                inplanes = planes
-            stages.append(nn.Sequential(*blocks))
+        stages, _ = residual_stages(
+            n, STAGE_WIDTHS, lambda cin, j, planes, stride: BasicBlock(cin, cfg[j], planes, stride),
+            inplanes=STAGE_WIDTHS[0])
         self.layer1, self.layer2, self.layer3 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(STAGE_WIDTHS[-1], num_classes)

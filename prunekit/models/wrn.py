@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import PrunekitError
-from .layers import check_cfg
+from .layers import check_cfg, residual_stages
 from .registry import register_model
 
 
@@ -56,15 +56,8 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = (16 * widen, 32 * widen, 64 * widen)
         self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        inplanes = 16
-        stages = []
-        for s, planes in enumerate(widths):
-            blocks = []
-            for i in range(n):
-                stride = 2 if (s > 0 and i == 0) else 1
-                blocks.append(WideBlock(inplanes, cfg[s * n + i], planes, stride, drop_rate))
-                inplanes = planes
-            stages.append(nn.Sequential(*blocks))
+        stages, inplanes = residual_stages(
+            n, widths, lambda cin, j, planes, stride: WideBlock(cin, cfg[j], planes, stride, drop_rate))
         self.layer1, self.layer2, self.layer3 = stages
         self.bn = nn.BatchNorm2d(inplanes)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
