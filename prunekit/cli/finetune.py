@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     ckpt = model_from_args(args, train_ds)
     model = ckpt.model
     device = resolve_device(args.device)
-    before = evaluate(model.to(device), test_ds, device=device)["top1"] if not args.resume else None
+    before = evaluate(model.to(device), test_ds, device=device)["top1"]  # the --checkpoint model, also on resume
     out = out_dir(args)
     result = finetune(model, ckpt.masks, train_ds, test_ds, cfg, out_dir=out, resume=args.resume,
                       extra_meta={"dataset": args.dataset, "source_checkpoint": args.checkpoint})
