@@ -67,6 +67,33 @@ def is_main_process() -> bool:
     return env_dist_info().is_main
 
 
+def parse_cfg(text: str | None) -> list[Any] | None:
+    """``--cfg``: a JSON list (``[16,"M",32]``) or comma-separated entries with ``M`` for max-pool (``16,M,32``)."""
+    import json
+
+    if text is None or not str(text).strip():
+        return None
+    text = str(text).strip()
+    if text.startswith("["):
+        try:
+            cfg = json.loads(text)
+        except json.JSONDecodeError:
+            raise PrunekitError(f"--cfg is not a valid JSON list: {text!r}") from None
+        if not isinstance(cfg, list):
+            raise PrunekitError(f"--cfg must be a list, got {text!r}")
+        return cfg
+    out: list[Any] = []
+    for tok in (t.strip() for t in text.split(",")):
+        if tok == "M":
+            out.append("M")
+            continue
+        try:
+            out.append(int(tok))
+        except ValueError:
+            raise PrunekitError(f"--cfg entries must be integers or 'M', got {tok!r} in {text!r}") from None
+    return out
+
+
 def parse_floats(text: str, name: str) -> list[float]:
     """Parse ``"0.1,0.2"`` into floats, or raise a PrunekitError naming the flag."""
     try:

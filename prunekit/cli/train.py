@@ -7,14 +7,14 @@ from ..errors import PrunekitError
 from ..utils.io import write_json
 from ..utils.table import markdown_table
 from .common import (add_common_args, add_train_args, input_size, is_main_process, load_datasets, model_from_args,
-                     model_metrics, out_dir, train_config)
+                     model_metrics, out_dir, parse_cfg, train_config)
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     add_common_args(parser, epochs=10, lr=0.1)
     add_train_args(parser)
     parser.add_argument("--cfg", default=None,
-                        help='architecture cfg as a JSON list, e.g. \'[16,"M",32,"M",64]\' for a narrow vgg '
+                        help="architecture cfg, e.g. 16,M,32,M,64 (or a JSON list) for a narrow vgg "
                              "(default: the model's own)")
     parser.add_argument("--sparsity-reg", type=float, default=0.0,
                         help="network slimming: L1 penalty s on BN gammas (grad += s*sign(gamma)); 1e-4 VGG, "
@@ -31,23 +31,14 @@ def run(args: argparse.Namespace) -> int:
     if args.cfg is not None:
         if args.checkpoint:
             raise PrunekitError("--cfg builds a new model; it cannot be combined with --checkpoint")
-        import json
-
         import torch
 
+        from ..checkpoint import Checkpoint
         from ..models import create_model
 
-        try:
-            cfg_list = json.loads(args.cfg)
-        except json.JSONDecodeError:
-            raise PrunekitError(f"--cfg must be a JSON list, got {args.cfg!r}") from None
-        if not isinstance(cfg_list, list):
-            raise PrunekitError(f"--cfg must be a JSON list, got {args.cfg!r}")
-        from ..checkpoint import Checkpoint
-
         torch.manual_seed(args.seed)
-        ckpt = Checkpoint(create_model(args.model or "resnet20", num_classes=train_ds.num_classes, cfg=cfg_list,
-                                       in_channels=train_ds.in_channels), None, {})
+        ckpt = Checkpoint(create_model(args.model or "resnet20", num_classes=train_ds.num_classes,
+                                       cfg=parse_cfg(args.cfg), in_channels=train_ds.in_channels), None, {})
     else:
         ckpt = model_from_args(args, train_ds)
     hooks = []

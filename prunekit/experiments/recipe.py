@@ -1,8 +1,8 @@
 """Recipes: a YAML file that names the stages of an experiment and their options.
 
 A stage runs one prunekit command (``train``, ``prune``, ``finetune``, ``scratch``, ``sweep``, ``eval``,
-``ensemble``, ``distill``) or a recipe-only one (``init``: a fresh model with a custom ``cfg``; ``random-filter``:
-the random-selection control of L1-filter pruning; see :mod:`prunekit.experiments.stages`). ``rounds`` expands
+``ensemble``, ``distill``) or the recipe-only ``random-filter`` (the random-selection control of L1-filter
+pruning; see :mod:`prunekit.experiments.stages`). ``rounds`` expands
 into K prune→finetune pairs named ``<name>.r<k>.prune`` and ``<name>.r<k>``, each round starting from the previous
 one. ``args`` become ``--flags`` (``_`` → ``-``; ``true`` → a bare flag; a list → comma-separated). Values that
 start with ``@`` name an earlier stage and become its output folder; ``from: X`` is short for
