@@ -24,7 +24,7 @@ COMMANDS = [
 ]
 
 
-class _Parser(argparse.ArgumentParser):
+class UserErrorParser(argparse.ArgumentParser):
     """argparse's own errors become PrunekitErrors: one line + exit 2 like ours, and catchable by recipes."""
 
     def error(self, message: str):
@@ -35,16 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand."""
     from .. import __version__
 
-    parser = _Parser(prog="prunekit", description="Neural-network pruning for PyTorch.")
+    parser = UserErrorParser(prog="prunekit", description="Neural-network pruning for PyTorch.")
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UserErrorParser)
     for name, help_text in COMMANDS:
-        try:
-            mod = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:  # TEMPORARY while commands are being written
-            if exc.name != f"{__name__}.{name}":
-                raise
-            continue
+        mod = importlib.import_module(f"{__name__}.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
         mod.add_parser(p)
         p.set_defaults(_run=mod.run)

@@ -11,16 +11,13 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..cli import UserErrorParser
 from ..errors import PrunekitError
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise PrunekitError(f"{self.prog}: {message}")
-
-
 def _random_filter_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="random-filter", description="structured pruning with random filter selection (control)")
+    p = UserErrorParser(prog="random-filter",
+                        description="structured pruning with random filter selection (control)")
     p.add_argument("--checkpoint", required=True, help="the model to prune")
     p.add_argument("--ratios", required=True, help="per-stage ratios 'r1,r2,r3' (or one for all), as l1-filter")
     p.add_argument("--skip", default=None, help="blocks/layers kept whole, as l1-filter")
