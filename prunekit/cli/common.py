@@ -206,10 +206,17 @@ def input_size(data: Any | None, model: nn.Module | None = None) -> tuple[int, i
     """Model input size (C, H, W) for ``data``, or a default for the model when there is no data."""
     if data is not None:
         return (data.in_channels, *data.image_size)
+    from ..models import list_models, model_info
+
     c = getattr(model, "in_channels", 3)
     name = getattr(model, "prunekit_name", "")
-    side = 224 if name in {"resnet18", "resnet34", "resnet50", "vgg16_bn", "mobilenet_v2"} else 32
-    return (c, side, side)
+    if name in list_models():
+        _, h, w = model_info(name).input_size
+        return (c, h, w)
+    natural = getattr(model, "prunekit_input_size", None)  # user models: set by the CLI / factory loader
+    if natural is not None:
+        return (c, int(natural[-2]), int(natural[-1]))
+    return (c, 32, 32)
 
 
 def out_dir(args: argparse.Namespace) -> Path:

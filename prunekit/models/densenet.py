@@ -94,7 +94,7 @@ class DenseNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-@register_model("densenet40")
+@register_model("densenet40", family="densenet_slimming", source="network slimming (Liu et al. 2017)")
 def densenet40(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
     """Network-slimming DenseNet-40 (growth 12); cfg = 39 BN input widths (default 24, 36, ..., 456)."""
     depth, growth = 40, 12

@@ -18,6 +18,8 @@ from ..errors import PrunekitError
 from .layers import check_cfg, check_no_cfg
 from .registry import register_model
 
+_IMAGENET = dict(input_size=(3, 224, 224), family="imagenet", num_classes=1000, source="torchvision structure")
+
 
 def _init_torchvision(model: nn.Module, linear_normal: bool) -> None:
     for m in model.modules():
@@ -131,19 +133,22 @@ def _resnet(name: str, block: type, layers: Sequence[int], num_classes: int, cfg
     return model
 
 
-@register_model("resnet18")
+@register_model("resnet18", 
+                **_IMAGENET)
 def resnet18(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
     """torchvision ResNet-18 (11,689,512 params at 1000 classes); cfg = 8 conv1 widths."""
     return _resnet("resnet18", BasicBlock, (2, 2, 2, 2), num_classes, cfg, in_channels)
 
 
-@register_model("resnet34")
+@register_model("resnet34", 
+                **_IMAGENET)
 def resnet34(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
     """torchvision ResNet-34 (21,797,672 params at 1000 classes); cfg = 16 conv1 widths."""
     return _resnet("resnet34", BasicBlock, (3, 4, 6, 3), num_classes, cfg, in_channels)
 
 
-@register_model("resnet50")
+@register_model("resnet50", 
+                **_IMAGENET)
 def resnet50(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
     """torchvision ResNet-50 (25,557,032 params at 1000 classes); cfg = 32 ints, [conv1, conv2] per block."""
     return _resnet("resnet50", Bottleneck, (3, 4, 6, 3), num_classes, cfg, in_channels)
@@ -179,7 +184,8 @@ class VGGImageNet(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-@register_model("vgg16_bn")
+@register_model("vgg16_bn", 
+                **_IMAGENET)
 def vgg16_bn(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
     """torchvision VGG-16-BN (138,365,992 params at 1000 classes); cfg = the 18-entry 'D' list."""
     if cfg is None:
@@ -249,7 +255,8 @@ class MobileNetV2(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-@register_model("mobilenet_v2")
+@register_model("mobilenet_v2", 
+                **_IMAGENET)
 def mobilenet_v2(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
     """torchvision MobileNet-V2 (3,504,872 params at 1000 classes); takes no cfg."""
     check_no_cfg("mobilenet_v2", cfg)

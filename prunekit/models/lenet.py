@@ -44,7 +44,7 @@ class LeNet5(nn.Module):
         return self.fc2(F.relu(self.fc1(x)))
 
 
-@register_model("lenet5")
+@register_model("lenet5", input_size=(1, 28, 28), family="lenet", source="GPMT LeNet5Caffe")
 def lenet5(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
     """LeNet-5-Caffe; cfg = [conv1, conv2, fc1] widths (default [20, 50, 500])."""
     eff = list(DEFAULT_CFG) if cfg is None else check_cfg("lenet5", cfg, 3)

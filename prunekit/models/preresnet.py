@@ -95,7 +95,7 @@ def _selection_limits(depth: int) -> list[int]:
     return limits + [inplanes]
 
 
-@register_model("preresnet164")
+@register_model("preresnet164", family="preresnet_slimming", source="network slimming (Liu et al. 2017)")
 def preresnet164(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
     """Network-slimming PreResNet-164 (bottleneck, n=18); cfg = flat list of 163 ints."""
     depth = 164
@@ -150,7 +150,7 @@ class PreResNetBasic(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-@register_model("preresnet110")
+@register_model("preresnet110", family="preresnet", source="kesi iterative L1-filter")
 def preresnet110(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
     """Pre-activation basic-block ResNet-110 (n=18); cfg = 54 first-conv widths (default 16/32/64)."""
     depth, n = 110, 18

@@ -85,7 +85,7 @@ def _register(depth: int) -> None:
 
     build.__name__ = f"resnet{depth}"
     build.__doc__ = f"CIFAR ResNet-{depth}; cfg = {(depth - 2) // 2} first-conv widths."
-    register_model(f"resnet{depth}")(build)
+    register_model(f"resnet{depth}", family="resnet_cifar", source="L1-norm filter pruning (Li et al. 2017)")(build)
 
 
 for _d in (20, 32, 44, 56, 110):

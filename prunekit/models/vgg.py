@@ -92,7 +92,8 @@ def _builder(depth: int, l1_head: bool):
     build.__name__ = name
     build.__doc__ = (f"{'l1-norm' if l1_head else 'Network-slimming'} VGG-{depth}; cfg = widths with 'M' "
                      f"markers (default {DEFAULT_CFGS[depth]}).")
-    return register_model(name)(build)
+    return register_model(name, family="vgg_l1" if l1_head else "vgg",
+                          source="L1-norm filter pruning" if l1_head else "network slimming")(build)
 
 
 for _depth in sorted(DEFAULT_CFGS):

@@ -106,7 +106,7 @@ def _register(depth: int, widen: int) -> None:
 
     build.__name__ = f"wrn_{depth}_{widen}"
     build.__doc__ = f"WRN-{depth}-{widen}, dropout {drop}; cfg = {3 * ((depth - 4) // 6)} first-conv widths."
-    register_model(f"wrn_{depth}_{widen}")(build)
+    register_model(f"wrn_{depth}_{widen}", family="wrn", source="wide residual network (GPMT)")(build)
 
 
 for _d, _k in WRN_DROPOUT:
