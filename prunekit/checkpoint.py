@@ -56,18 +56,24 @@ def resolve_model_file(path: str | os.PathLike) -> Path:
 def model_meta(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The metadata that identifies ``model``'s architecture (name, classes, channels, cfg, plan)."""
     name = getattr(model, "prunekit_name", None)
-    if name is None:
-        raise PrunekitError("only models built by prunekit.create_model (or loaded by prunekit) can be saved; "
-                            f"got a {type(model).__name__} without a 'prunekit_name'")
-    return {
+    factory = getattr(model, "prunekit_factory", None)
+    if name is None and factory is None:
+        raise PrunekitError("only models built by prunekit.create_model or prunekit.build_model (or loaded by "
+                            f"prunekit) can be saved; got a {type(model).__name__} that says nothing of how to "
+                            "build it")
+    meta = {
         "format": FORMAT,
         "model": name,
         "num_classes": int(getattr(model, "num_classes", 10)),
         "in_channels": int(getattr(model, "in_channels", 3)),
         "cfg": getattr(model, "prunekit_cfg", None),
         "plan": getattr(model, "prunekit_plan", None),
+        "options": dict(getattr(model, "prunekit_options", None) or {}),
         "extra": dict(extra or {}),
     }
+    if factory is not None:
+        meta["factory"] = {**factory, "input_size": getattr(model, "prunekit_input_size", None)}
+    return meta
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, masks: Mapping[str, torch.Tensor] | None = None,
@@ -143,16 +149,28 @@ def read_checkpoint_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[
     return meta, state, masks
 
 
-def build_from_meta(meta: Mapping[str, Any]) -> nn.Module:
-    """Build the (possibly pruned) architecture that ``meta`` describes, with fresh weights."""
-    from .models import create_model
+def build_from_meta(meta: Mapping[str, Any], factory: Any = None, source: str = "checkpoint") -> nn.Module:
+    """Build the (possibly pruned) architecture that ``meta`` describes, with fresh weights: the dense model from
+    its zoo name (or from a factory the caller allows, see :mod:`prunekit.factory`), then the channel plan."""
+    plan = meta.get("plan")
+    if meta.get("factory") is not None:
+        from .factory import build_from_spec
 
-    model = create_model(meta["model"], num_classes=meta["num_classes"], cfg=meta.get("cfg"),
-                         in_channels=meta["in_channels"])
-    if meta.get("plan") is not None:
+        model = build_from_spec(meta["factory"], factory, source)
+    else:
+        from .models import create_model
+
+        # the plan slices the dense base model; plans made before base_cfg existed used the pruned cfg
+        cfg = plan.get("base_cfg") if isinstance(plan, Mapping) and "base_cfg" in plan and \
+            plan.get("format") != "prunekit-plan/1" else meta.get("cfg")
+        model = create_model(meta["model"], num_classes=meta["num_classes"], cfg=cfg,
+                             in_channels=meta["in_channels"], **(meta.get("options") or {}))
+    if plan is not None:
         from .pruning.structured.plan import apply_plan
 
-        model = apply_plan(model, meta["plan"])
+        model = apply_plan(model, plan)
+        if meta.get("cfg") is not None:
+            model.prunekit_cfg = meta["cfg"]
     return model
 
 
@@ -173,20 +191,28 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                    expect_model: str | None = None) -> Checkpoint:
+                    expect_model: str | None = None, factory: Any = None) -> Checkpoint:
     """Rebuild the model saved at ``path`` (file or folder). No code is unpickled.
 
-    ``expect_model`` (a zoo name) makes a checkpoint of another architecture a clear error.
+    ``expect_model`` (a zoo name, or a ``module:callable`` factory) makes a checkpoint of another architecture a
+    clear error. ``factory``: the factory targets (a string or a list) this call may import and call when the
+    checkpoint was built by one, or a callable to build it with; without it such a checkpoint is refused.
     """
+    from .factory import is_factory_name
+
+    if is_factory_name(expect_model) and factory is None:
+        factory = expect_model  # the caller named the architecture: it is trusted
     if _is_foreign_weights_file(path):
         if expect_model is None:
             raise CheckpointError(f"{path} is a plain weights file without prunekit metadata: name its "
-                                  "architecture (--model NAME / expect_model=) to import it")
+                                  "architecture (--model NAME or module:callable / expect_model=) to import it")
         return import_state_dict(path, expect_model, map_location)
     meta, state, masks = read_checkpoint_file(path)
-    if expect_model is not None and meta["model"] != expect_model:
-        raise CheckpointError(f"checkpoint {path} holds a {meta['model']!r} model, not {expect_model!r}")
-    model = build_from_meta(meta)
+    if expect_model is not None:
+        held = (meta.get("factory") or {}).get("target") if meta.get("factory") else meta["model"]
+        if held != expect_model:
+            raise CheckpointError(f"checkpoint {path} holds a {held!r} model, not {expect_model!r}")
+    model = build_from_meta(meta, factory, str(path))
     load_state_strict(model, state, str(path))
     if masks:
         from .pruning.masks import check_masks
@@ -196,9 +222,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return Checkpoint(model=model, masks=masks or None, meta=meta)
 
 
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild any prunekit-saved model from its folder or file (dense, masked or structurally pruned)."""
-    return load_checkpoint(path, map_location).model
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", factory: Any = None
+               ) -> nn.Module:
+    """Rebuild any prunekit-saved model from its folder or file (dense, masked or structurally pruned).
+
+    A user architecture saved with a factory loads only with ``factory=`` naming it (see :func:`load_checkpoint`).
+    """
+    return load_checkpoint(path, map_location, factory=factory).model
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,7 +273,8 @@ def _is_foreign_weights_file(path: str | os.PathLike) -> bool:
 
 
 def import_state_dict(path: str | os.PathLike, model_name: str,
-                      map_location: str | torch.device = "cpu") -> Checkpoint:
+                      map_location: str | torch.device = "cpu", model_kwargs: Mapping[str, Any] | None = None
+                      ) -> Checkpoint:
     """Load a plain state_dict (``torch.save`` with tensors only, or safetensors) into zoo model ``model_name``.
 
     The number of classes and input channels are read from the tensors (last 2-D weight, first 4-D weight), so a
@@ -269,9 +300,14 @@ def import_state_dict(path: str | os.PathLike, model_name: str,
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     mats = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
     convs = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 4]
-    if not mats or not convs:
-        raise CheckpointError(f"{p}: cannot infer classes/channels (no linear or conv weights)")
-    model = create_model(model_name, num_classes=int(mats[-1].shape[0]), in_channels=int(convs[0].shape[1]))
+    from .factory import build_model, is_factory_name
+
+    if is_factory_name(model_name):
+        model = build_model(model_name, model_kwargs)
+    else:
+        if not mats or not convs:
+            raise CheckpointError(f"{p}: cannot infer classes/channels (no linear or conv weights)")
+        model = create_model(model_name, num_classes=int(mats[-1].shape[0]), in_channels=int(convs[0].shape[1]))
     load_state_strict(model, state, str(p))
     model.to(map_location)
     meta = model_meta(model, {"imported_from": str(p)})

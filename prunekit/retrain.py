@@ -8,6 +8,9 @@
 * :func:`scratch_budget`: Scratch-E trains the base epochs; Scratch-B ``int(E_base * FLOPs_dense / FLOPs_pruned)``
   with sparse-aware FLOPs (only non-zero weights count), LR milestones at 50 % / 75 %; ImageNet style: step
   schedule with ``step = E / 3``, and ``2 * E_base`` (180 for 90) when the ratio is >= 2.
+* :func:`flops_pair` / :func:`plan_scratch`: the one rule for the FLOPs of the ratio, used by the library and the
+  CLI alike: Rethinking-convention FLOPs of the dense and of the pruned model, both measured now (pruned:
+  sparse-aware), never numbers stored in the checkpoint.
 
 The seed's weight-level Scratch-B measured FLOPs before loading the mask (ratio 1): here the pruned FLOPs are
 measured on the masked model.
@@ -127,37 +130,24 @@ def _flops(model: nn.Module, input_size: Sequence[int], *, sparse: bool, convent
     return int(count_flops(model, (1, *input_size), sparse=sparse, convention=convention).flops)
 
 
-def _convention_of(text: Any) -> str | None:
-    if not text:
-        return None
-    t = str(text).lower()
-    return "macs" if t.startswith("macs") else "rethinking" if t.startswith("rethinking") else None
-
-
 def flops_pair(ckpt: Checkpoint, pruned_model: nn.Module, input_size: Sequence[int], *,
                convention: str = DEFAULT_CONVENTION) -> tuple[int, int, str, str, tuple[int, ...]]:
     """``(flops_dense, flops_pruned, convention, dense_source, input_size)`` for Scratch-B.
 
-    The pruned FLOPs are sparse-aware (non-zero weights only). Weight-level checkpoints (with masks) keep their
-    architecture, so the dense FLOPs are the same model counted densely. Structured checkpoints use
-    ``extra["dense_flops"]`` when present (with its ``flops_convention`` and ``flops_input_size`` for both
-    numbers), else the unpruned ``create_model(name)`` is built and measured.
+    One rule for every caller (the library, ``prunekit scratch``, recipes): both numbers are measured now, with
+    the same counter, ``convention`` (Rethinking FLOPs by default) and ``input_size``. Dense = the unpruned
+    architecture counted densely: for a weight-level checkpoint (with masks) the same model with all its weights,
+    for a structured one the unpruned ``create_model(name)`` (same classes and input channels). Pruned = the pruned
+    model counted sparse-aware (only non-zero conv/linear weights). Numbers stored in the checkpoint by ``prune``
+    (``extra["dense_flops"]``, in the MACs convention) are deliberately not used: they would mix conventions.
     """
     meta = ckpt.meta or {}
-    extra = meta.get("extra") or {}
     size = tuple(int(s) for s in input_size)
+    pruned = _flops(pruned_model, size, sparse=True, convention=convention)
     if ckpt.masks:
-        return (_flops(pruned_model, size, sparse=False, convention=convention),
-                _flops(pruned_model, size, sparse=True, convention=convention), convention,
+        return (_flops(pruned_model, size, sparse=False, convention=convention), pruned, convention,
                 "measured: same architecture, all weights", size)
-    if extra.get("dense_flops"):
-        conv = _convention_of(extra.get("flops_convention")) or convention
-        if extra.get("flops_input_size"):
-            size = tuple(int(s) for s in extra["flops_input_size"])
-        return (int(extra["dense_flops"]), _flops(pruned_model, size, sparse=True, convention=conv), conv,
-                "checkpoint extra.dense_flops", size)
-    return (_flops(_unpruned(meta), size, sparse=False, convention=convention),
-            _flops(pruned_model, size, sparse=True, convention=convention), convention,
+    return (_flops(_unpruned(meta), size, sparse=False, convention=convention), pruned, convention,
             f"measured: unpruned {meta['model']}", size)
 
 
@@ -186,6 +176,26 @@ def finetune(model: nn.Module, masks: Masks | None, train_data: Any, val_data: A
                extra_meta=dict(extra_meta or {}, regime="finetune"))
 
 
+def plan_scratch(ckpt: Checkpoint, model: nn.Module, config: Any, *, budget: str = "B",
+                 input_size: Sequence[int], imagenet_style: bool = False,
+                 convention: str = DEFAULT_CONVENTION) -> tuple[ScratchBudget, Any]:
+    """The Scratch-E/B budget of ``model`` (the checkpoint's fresh architecture, see :func:`scratch_model`) and the
+    training config that runs it; ``config.epochs`` is the base budget E_base.
+
+    :func:`train_scratch` and ``prunekit scratch`` (``--plan-only`` too) both call this, so they agree.
+    """
+    dense, pruned, conv, source, _ = flops_pair(ckpt, model, input_size, convention=convention)
+    plan = scratch_budget(config.epochs, dense, pruned, budget=budget, imagenet_style=imagenet_style,
+                          convention=conv, milestones=_fraction_milestones(config), dense_flops_source=source)
+    if plan.schedule == "step":
+        cfg = dataclasses.replace(config, epochs=plan.epochs, schedule="step", step_size=plan.step_size)
+    else:
+        sched = config.schedule if config.schedule != "step" else "multistep"
+        cfg = dataclasses.replace(config, epochs=plan.epochs, schedule=sched, milestones=plan.milestones)
+        plan = dataclasses.replace(plan, schedule=sched)  # report the schedule that actually runs
+    return plan, cfg
+
+
 def train_scratch(ckpt: Checkpoint, train_data: Any, val_data: Any, config: Any, *, budget: str = "B",
                   input_size: Sequence[int], imagenet_style: bool = False, out_dir: Any = None,
                   resume: bool = False, convention: str = DEFAULT_CONVENTION,
@@ -197,15 +207,8 @@ def train_scratch(ckpt: Checkpoint, train_data: Any, val_data: Any, config: Any,
     from .engine.trainer import fit
 
     model, masks = scratch_model(ckpt, seed=config.seed)
-    dense, pruned, conv, source, _ = flops_pair(ckpt, model, input_size, convention=convention)
-    plan = scratch_budget(config.epochs, dense, pruned, budget=budget, imagenet_style=imagenet_style,
-                          convention=conv, milestones=_fraction_milestones(config), dense_flops_source=source)
-    if plan.schedule == "step":
-        cfg = dataclasses.replace(config, epochs=plan.epochs, schedule="step", step_size=plan.step_size)
-    else:
-        sched = config.schedule if config.schedule != "step" else "multistep"
-        cfg = dataclasses.replace(config, epochs=plan.epochs, schedule=sched, milestones=plan.milestones)
-        plan = dataclasses.replace(plan, schedule=sched)  # report the schedule that actually ran
+    plan, cfg = plan_scratch(ckpt, model, config, budget=budget, input_size=input_size,
+                             imagenet_style=imagenet_style, convention=convention)
     meta = dict(extra_meta or {}, regime=f"scratch-{budget}", scratch_budget=plan.to_dict())
     result = fit(model, train_data, val_data, cfg, masks=masks, out_dir=out_dir, resume=resume, extra_meta=meta)
     return result, plan, model

@@ -50,6 +50,53 @@ def test_crop_with_padding_shifts_content_with_zero_fill():
     assert torch.equal(T.random_crop_with_padding(x, 0, _gen(7)), x)
 
 
+def test_reflect_pad_then_crop_equals_hand_built_crops():
+    """GPMT's augmentation: F.pad(x, (p,)*4, mode='reflect') then a random crop back to H x W."""
+    x = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]], dtype=torch.uint8).view(1, 1, 3, 3).repeat(200, 1, 1, 1)
+    padded = torch.tensor([[5, 4, 5, 6, 5],  # reflect: the row/column beyond an edge mirrors the one inside it
+                           [2, 1, 2, 3, 2],
+                           [5, 4, 5, 6, 5],
+                           [8, 7, 8, 9, 8],
+                           [5, 4, 5, 6, 5]], dtype=torch.uint8)
+    y = T.random_crop_with_padding(x, 1, _gen(5), mode="reflect")
+    g = _gen(5)  # the documented draws: dy for every sample, then dx, each uniform in [0, 2*pad]
+    dy, dx = torch.randint(3, (200,), generator=g), torch.randint(3, (200,), generator=g)
+    expected = torch.stack([padded[a:a + 3, b:b + 3] for a, b in zip(dy.tolist(), dx.tolist())]).unsqueeze(1)
+    assert y.dtype == torch.uint8 and torch.equal(y, expected)
+    assert len({(a, b) for a, b in zip(dy.tolist(), dx.tolist())}) == 9
+    # the same offsets whatever the mode: centre crops agree, zero-fill differs only at the border
+    z = T.random_crop_with_padding(x, 1, _gen(5))
+    centre = (dy == 1) & (dx == 1)
+    assert torch.equal(z[centre], y[centre]) and not torch.equal(z, y)
+    assert torch.equal(T.random_crop_with_padding(x, T.CropPad(1, "reflect"), _gen(5)), y)  # mode carried by pad
+
+
+def test_reflect_pad_errors_and_dataset_option():
+    with pytest.raises(PrunekitError, match="reflect padding of 3 pixels needs images larger"):
+        T.random_crop_with_padding(torch.zeros(1, 1, 3, 3), 3, _gen(0), mode="reflect")
+    with pytest.raises(PrunekitError, match="pad_mode must be one of"):
+        T.random_crop_with_padding(torch.zeros(1, 1, 3, 3), 1, _gen(0), mode="wrap")
+    from prunekit.data import dataset_info, parse_dataset_name
+
+    assert parse_dataset_name("cifar10:pad_mode=reflect") == ("cifar10", {"pad_mode": "reflect"})
+    assert dataset_info("cifar10:pad_mode=reflect")["image_size"] == (32, 32)
+    ds = get_dataset("synthetic:n=16,size=8,pad_mode=reflect")
+    assert ds.augment.crop_pad == 1 and ds.augment.crop_pad.mode == "reflect"
+    assert ds.describe()["augment"] == "pad-1 (reflect) crop + hflip"
+    g = _gen(2)  # train_transform draws the crop offsets then the flips from one generator
+    cropped = T.random_crop_with_padding(ds.images, 1, g, mode="reflect")
+    assert torch.equal(ds.train_transform(ds.images, _gen(2)), T.normalize(T.random_hflip(cropped, g), ds.mean,
+                                                                           ds.std))
+    assert get_dataset("digits:pad=0").augment.crop_pad == 0
+    assert get_dataset("synthetic:n=4,pad=3").augment.crop_pad == 3
+    with pytest.raises(PrunekitError, match="pad_mode=reflect needs pad"):
+        get_dataset("digits:pad=8,pad_mode=reflect")
+    with pytest.raises(PrunekitError, match="option pad_mode must be one of"):
+        get_dataset("digits:pad_mode=mirror")
+    with pytest.raises(PrunekitError, match="has no option pad_mode"):
+        dataset_info("imagenet:pad_mode=reflect")
+
+
 def test_augmentation_same_seed_identical_different_seed_differs():
     ds = get_dataset("synthetic:n=32,size=16")
     a = ds.train_transform(ds.images, _gen(3))

@@ -138,8 +138,10 @@ class _ReusedRelu(nn.Module):
 
 def test_module_called_twice_is_counted_twice():
     rep = count_flops(_ReusedRelu(), (1, 2, 3, 3), convention="rethinking")
-    assert rep.flops == 2 * 18
-    assert rep.per_layer[0]["calls"] == 2
+    rows = {r["name"]: r for r in rep.per_layer}
+    assert rows["relu"]["flops"] == 2 * 18 and rows["relu"]["calls"] == 2
+    assert rows["<model>"]["flops"] == 18  # the functional "- 1.0" between the two calls: 1 per element
+    assert rep.flops == 3 * 18
 
 
 class _Functional(nn.Module):
@@ -152,9 +154,18 @@ class _Functional(nn.Module):
         return torch.cat([y + x, y], dim=1)
 
 
-def test_functional_ops_are_not_counted():
-    # documented limitation: F.relu, the residual add and torch.cat are not modules
-    assert count_flops(_Functional(), (1, 2, 3, 3), convention="rethinking").flops == 2 * 4 * 9
+def test_functional_ops_are_counted_in_the_calling_module():
+    rep = count_flops(_Functional(), (1, 2, 3, 3), convention="rethinking")
+    rows = {r["name"]: r for r in rep.per_layer}
+    conv = 2 * 4 * 9                      # 2 * nnz(W) * positions
+    relu, add = 2 * 9, 2 * 9              # 1 per element each; torch.cat is free
+    assert rows["conv"]["flops"] == conv
+    assert rows["<model>"]["flops"] == relu + add and rows["<model>"]["note"]
+    assert rep.flops == conv + relu + add
+    assert rep.per_op == {"aten.convolution": {"macs": 36, "flops": conv}, "aten.relu": {"macs": 0, "flops": relu},
+                          "aten.add": {"macs": 0, "flops": add}}
+    macs = count_flops(_Functional(), (1, 2, 3, 3))
+    assert (macs.macs, macs.flops) == (36, 72)  # the MACs convention counts only the conv
 
 
 # ---------------------------------------------------------------- parameters
@@ -220,24 +231,46 @@ class _WithLSTM(nn.Module):
         return self.fc(out[:, -1])
 
 
-def test_unknown_parameterised_module_reported_not_counted():
+def test_module_running_an_op_without_a_rule_is_reported_not_counted():
     rep = count_flops(_WithLSTM(), (2, 5, 8))
-    assert rep.unknown_modules == ["lstm"]
+    assert rep.unknown_modules == ["lstm"] and rep.uncounted_ops  # e.g. aten.mkldnn_rnn_layer on CPU
     rows = {r["name"]: r for r in rep.per_layer}
     assert rows["lstm"]["macs"] is None and rows["lstm"]["flops"] is None
+    assert rep.uncounted_ops[0] in rows["lstm"]["note"]
     assert rows["lstm"]["params"] == 4 * 4 * (8 + 4) + 2 * 4 * 4
     assert rep.macs == 12 and rep.flops == 24
     table = {r["name"]: r for r in layer_table(_WithLSTM(), (1, 5, 8))}
     assert table["lstm"]["sparse_macs"] is None
 
 
-def test_buffer_only_and_container_modules_reported_as_zero():
+def test_buffer_only_and_container_modules_count_their_functional_arithmetic():
     rep = count_flops(_Scaled(), (1, 2, 3, 3), convention="rethinking")
     rows = {r["name"]: r for r in rep.per_layer}
     assert rep.unknown_modules == []
-    assert rows["select"]["flops"] == 0 and rows["select"]["note"]
-    assert rows["<model>"]["flops"] == 0 and rows["<model>"]["params"] == 1 and rows["<model>"]["note"]
-    assert rep.flops == 2 * 4 * 9  # only the 1x1 conv: 2 * 4 weights * 9 positions
+    assert rows["select"]["flops"] == 18 and rows["select"]["params"] == 0    # x * indexes: 1 per element
+    assert rows["<model>"]["flops"] == 18 and rows["<model>"]["params"] == 1  # * scale, applied functionally
+    assert rows["<model>"]["note"]
+    assert rep.flops == 2 * 4 * 9 + 18 + 18
+    assert count_flops(_Scaled(), (1, 2, 3, 3)).flops == 2 * 4 * 9  # MACs convention: only the 1x1 conv
+
+
+class _Masked(nn.Module):
+    """A weight computed from parameters only (like torch.nn.utils.prune's weight_orig * mask)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(3, 2, 1, 1) + 0.1)
+        self.register_buffer("mask", torch.tensor([1.0, 0.0, 1.0]).view(3, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, self.weight * self.mask)
+
+
+def test_ops_on_parameters_only_are_free_and_computed_weights_are_sparse_aware():
+    rep = count_flops(_Masked(), (1, 2, 4, 4), convention="rethinking", sparse=True)
+    assert rep.macs == 4 * 16                 # 2 of the 3 filters survive the mask: 4 non-zero weights x 16
+    assert rep.flops == 2 * 4 * 16            # the weight * mask product does not depend on the input: 0
+    assert count_flops(_Masked(), (1, 2, 4, 4)).macs == 6 * 16
 
 
 def test_uncalled_module_listed_with_zero_cost():

@@ -13,11 +13,23 @@ from prunekit.models import create_model, list_models
 from prunekit.models.layers import ChannelSelection, ShortcutA
 
 IMAGENET = ("resnet18", "resnet34", "resnet50", "vgg16_bn", "mobilenet_v2")
+# the seeds' own CIFAR/ImageNet models (tests/test_models_seeds.py checks their exact parameter counts)
+SEED_NAMES = {
+    "mcts_resnet20", "mcts_resnet32", "mcts_resnet44", "mcts_resnet56", "mcts_resnet110",
+    "cifar_resnet18", "cifar_resnet34", "cifar_resnet50", "cifar_resnet101", "cifar_resnet152",
+    "cifar_mobilenet_v1", "cifar_mobilenet_v2", "mobilenet_v1", "efficientnet_b2",
+    "cifar_vgg11_bn", "cifar_vgg13_bn", "cifar_vgg16_bn", "cifar_vgg19_bn", "preresnet110_bottleneck",
+    "densenet_bc_100", "wrn_16_10", "wrn_22_8",
+}
 EXPECTED_NAMES = {
     "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_l1", "vgg13_l1", "vgg16_l1", "vgg19_l1",
     "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preresnet164", "preresnet110", "densenet40",
-    "wrn_28_10", "wrn_16_8", "wrn_28_8", "lenet5", *IMAGENET,
+    "wrn_28_10", "wrn_16_8", "wrn_28_8", "lenet5", *IMAGENET, *SEED_NAMES,
 }
+# models that take no cfg
+NO_CFG = {"mobilenet_v2", "cifar_resnet18", "cifar_resnet34", "cifar_resnet50", "cifar_resnet101", "cifar_resnet152",
+          "cifar_mobilenet_v1", "cifar_mobilenet_v2", "mobilenet_v1", "efficientnet_b2", "preresnet110_bottleneck",
+          "densenet_bc_100"}
 VGG16_A = [32, 64, "M", 128, 128, "M", 256, 256, 256, "M", 256, 256, 256, "M", 256, 256, 256]
 
 
@@ -185,7 +197,8 @@ def test_module_names_follow_the_reference():
     w = meta_model("wrn_28_10")
     assert w.layer2[0].downsample.weight.shape == (320, 160, 1, 1) and w.layer1[1].downsample is None
     assert {b.drop_rate for s in (w.layer1, w.layer2, w.layer3) for b in s} == {0.3}
-    assert meta_model("wrn_16_8").layer1[0].drop_rate == 0.0
+    assert meta_model("wrn_16_8").layer1[0].drop_rate == 0.3  # GPMT trains every WRN with dropRate 0.3
+    assert meta_model("wrn_16_8", dropout=0.0).layer1[0].drop_rate == 0.0
 
 
 def test_seed_inits():
@@ -243,7 +256,7 @@ def test_unknown_model_lists_valid_names():
     assert "resnet57" in msg and "resnet56" in msg and "densenet40" in msg and "mobilenet_v2" in msg
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_NAMES - {"mobilenet_v2"}))
+@pytest.mark.parametrize("name", sorted(EXPECTED_NAMES - NO_CFG))
 def test_cfg_of_wrong_length_names_model_and_expected_length(name):
     cfg = meta_model(name).prunekit_cfg
     with pytest.raises(PrunekitError, match=rf"{name}: cfg must have {len(cfg)} entries, got {len(cfg) - 1}"):

@@ -77,7 +77,7 @@ def test_density_scaled_he_init_of_masked_convs_only(tmp_path):
             assert torch.equal(p, ref_params[k]), k
 
 
-def test_structured_checkpoint_rebuilds_cfg_and_uses_dense_flops(tmp_path):
+def test_structured_checkpoint_rebuilds_cfg_and_measures_both_flops(tmp_path):
     small = create_model("resnet20", num_classes=10, cfg=[8] * 9)
     ckpt = load_checkpoint(save_model(small, tmp_path / "a.safetensors"))
     model, masks = scratch_model(ckpt)
@@ -85,13 +85,69 @@ def test_structured_checkpoint_rebuilds_cfg_and_uses_dense_flops(tmp_path):
     dense, pruned, conv, source, _ = flops_pair(ckpt, model, (3, 32, 32))
     from prunekit.metrics import count_flops
 
+    assert conv == "rethinking"
     assert dense == count_flops(create_model("resnet20"), (1, 3, 32, 32), convention="rethinking").flops
-    assert pruned < dense and "unpruned resnet20" in source
+    assert pruned == count_flops(model, (1, 3, 32, 32), sparse=True, convention="rethinking").flops < dense
+    assert "unpruned resnet20" in source
+    # numbers `prune` stores in the checkpoint (MACs convention, another input size) are not used: one rule
     extra = {"dense_flops": 123_456_789, "flops_convention": "macs (flops = 2*macs)", "flops_input_size": [3, 16, 16]}
     ckpt2 = load_checkpoint(save_model(small, tmp_path / "b.safetensors", extra=extra))
-    dense2, pruned2, conv2, _, size2 = flops_pair(ckpt2, model, (3, 32, 32))
-    assert (dense2, conv2, size2) == (123_456_789, "macs", (3, 16, 16))
-    assert pruned2 == count_flops(model, (1, 3, 16, 16), sparse=True, convention="macs").flops
+    assert flops_pair(ckpt2, model, (3, 32, 32)) == (dense, pruned, conv, source, (3, 32, 32))
+
+
+def _cli(argv) -> int:
+    from prunekit.cli import main
+
+    return main([str(a) for a in argv])
+
+
+@pytest.mark.parametrize("kind", ["slimming", "masked"])
+def test_cli_and_library_give_the_same_scratch_b_epochs(tmp_path, kind, capsys):
+    import json
+
+    from prunekit.metrics import count_flops
+    from prunekit.retrain import plan_scratch
+
+    torch.manual_seed(0)
+    if kind == "slimming":
+        # what `prune --method slimming` saves for a VGG: the model rebuilt from a slimmed cfg, plus the dense
+        # FLOPs in the MACs convention that the CLI used to take the ratio from (and must not any more)
+        cfg = [24, "M", 64, "M", 128, 100, "M", 180, 256, "M", 200, 96]
+        small = create_model("vgg11", num_classes=10, in_channels=1, cfg=cfg)
+        dense_macs = count_flops(create_model("vgg11", num_classes=10, in_channels=1), (1, 1, 8, 8)).flops
+        save_model(small, tmp_path / "p", extra={"dense_flops": dense_macs, "flops_input_size": [1, 8, 8],
+                                                 "flops_convention": "macs (flops = 2*macs)"})
+    else:
+        model = create_model("vgg11", num_classes=10, in_channels=1)
+        save_model(model, tmp_path / "p", masks=prune_unstructured(model, "gp", 0.6).masks)
+    data = ["--dataset", "digits", "--limit", "32"]
+    ckpt = load_checkpoint(tmp_path / "p")
+    assert bool(ckpt.masks) == (kind == "masked")
+    size = (1, 8, 8)  # digits
+    # expected, derived independently: Rethinking FLOPs of the dense vgg11 and of the pruned model (sparse-aware)
+    dense = count_flops(create_model("vgg11", num_classes=10, in_channels=1), (1, *size),
+                        convention="rethinking").flops
+    pruned = count_flops(ckpt.model, (1, *size), sparse=True, convention="rethinking").flops
+    assert pruned < dense
+    expected = int(160 * dense / pruned)
+    if kind == "slimming":  # the old CLI rule (stored MACs-convention FLOPs) gives another budget
+        assert int(160 * dense_macs / count_flops(ckpt.model, (1, *size), sparse=True).flops) != expected
+
+    model, _ = scratch_model(ckpt)
+    lib, _ = plan_scratch(ckpt, model, TrainConfig(epochs=160), input_size=size)
+    assert (lib.flops_dense, lib.flops_pruned, lib.epochs, lib.convention) == (dense, pruned, expected, "rethinking")
+
+    assert _cli(["scratch", "--checkpoint", tmp_path / "p", *data, "--epochs", "160", "--plan-only",
+                 "--out", tmp_path / "plan"]) == 0
+    cli = json.loads((tmp_path / "plan" / "summary.json").read_text())["budget"]
+    assert (cli["flops_dense"], cli["flops_pruned"], cli["epochs"]) == (dense, pruned, expected)
+    # the training path of the CLI plans the same way (E = 1 here to keep it short)
+    assert _cli(["scratch", "--checkpoint", tmp_path / "p", *data, "--epochs", "1", "--batch-size", "32",
+                 "--no-progress", "--out", tmp_path / "run"]) == 0
+    ran = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert ran["budget"]["epochs"] == int(1 * dense / pruned) > 1
+    assert load_checkpoint(tmp_path / "run").meta["extra"]["scratch_budget"]["epochs"] == ran["budget"]["epochs"]
+    capsys.readouterr()
 
 
 def test_train_scratch_b_runs_its_budget_and_keeps_masks(tmp_path, digits_small):

@@ -65,7 +65,7 @@ def test_slimmed_model_equals_original_with_pruned_gamma_beta_zeroed(name, size,
     m = _model(name)
     res = prune_slimming(m, 0.5)
     assert count_params(res.model) < count_params(m)
-    assert removal_error(m, res, "bn", size) <= TOL
+    assert removal_error(m, res, size) <= TOL
     x = torch.randn(2, *size)
     with torch.no_grad():
         assert (m(x) - res.model.eval()(x)).abs().max() > 1e-3
@@ -85,8 +85,9 @@ def test_preresnet164_rebuild_keeps_residual_widths_and_selects_bn1_channels():
     assert b.bn1.num_features == 128 and b.conv3.out_channels == 128  # residual stream untouched
     assert torch.nonzero(b.select.indexes).flatten().tolist() == kept_bn1
     assert b.conv1.in_channels == len(kept_bn1)
-    assert b.bn2.num_features == b.conv1.out_channels == len(res.keep["layer2.3.bn2"])
-    assert b.conv3.in_channels == len(res.keep["layer2.3.bn3"])
+    # internal groups are named by their conv (aliases include the BN): conv1 -> bn2, conv2 -> bn3
+    assert b.bn2.num_features == b.conv1.out_channels == len(res.keep["layer2.3.conv1"])
+    assert b.conv3.in_channels == len(res.keep["layer2.3.conv2"])
     assert p.layer2[0].downsample[0].weight.shape == m.layer2[0].downsample[0].weight.shape
     assert p.fc.in_features == len(res.keep["bn"])
 
@@ -114,8 +115,18 @@ def test_slimming_never_empties_a_layer_and_strict_mode_names_it():
     assert any("features.4" in w for w in res.warnings)
     with pytest.raises(EmptyLayerError, match="features.4"):
         prune_slimming(m, 0.3, strict_empty=True)
-    with pytest.raises(PrunekitError, match="not defined for resnet20"):
-        prune_slimming(create_model("resnet20"), 0.3)
+    with pytest.raises(PrunekitError, match="no BatchNorm2d whose channels can be removed"):
+        prune_slimming(create_model("lenet5"), 0.3)
+
+
+def test_slimming_runs_on_any_bn_network_and_keeps_residual_streams_whole():
+    """Slimming on the graph: resnet20's block-internal conv->BN groups are pruned; the residual streams (several
+    BNs, coupled by the sums) keep every channel."""
+    m = _model("resnet20")
+    res = prune_slimming(m, 0.3)
+    assert removal_error(m, res, (3, 8, 8)) <= TOL
+    assert set(res.keep) == {f"layer{s}.{i}.conv1" for s in (1, 2, 3) for i in range(3)}
+    assert [b.conv2.out_channels for b in res.model.layer3] == [64, 64, 64]
 
 
 def test_slimming_mask_keeps_gamma_beta_zero_through_sgd_steps(tmp_path):

@@ -8,8 +8,6 @@ import pytest
 import torch
 
 from prunekit import load_checkpoint, save_model
-from prunekit.cli.common import add_common_args
-from prunekit.cli.prune_structured import add_structured_args, run_structured
 from prunekit.errors import EmptyLayerError, PrunekitError
 from prunekit.metrics import count_params
 from prunekit.models import create_model
@@ -19,13 +17,12 @@ FAST = ["--dataset", "digits", "--limit", "32", "--latency-batch-sizes", "1,4", 
 
 
 def _run(argv: list[str]) -> int:
-    """Parse like ``prunekit prune`` does (common flags + --method + structured flags) and run."""
+    """Parse with ``prunekit prune``'s own parser and run the structured half."""
+    from prunekit.cli import prune
+
     p = argparse.ArgumentParser()
-    add_common_args(p)
-    p.add_argument("--method", required=True)
-    p.add_argument("--eval", action="store_true")
-    add_structured_args(p)
-    return run_structured(p.parse_args(argv + FAST))
+    prune.add_parser(p)
+    return prune.run(p.parse_args(argv + FAST))
 
 
 def test_l1_filter_named_plan_writes_every_output_and_a_loadable_smaller_model(tmp_path, capsys):
@@ -116,5 +113,5 @@ def test_prunekit_prune_command_dispatches_to_the_structured_methods(tmp_path):
     assert rc == 0
     ck = load_checkpoint(out)
     assert ck.meta["cfg"] == [8] * 3 + [16] * 3 + [32, 32, 64]
-    assert main(["prune", "--model", "resnet20", "--method", "slimming", "--percent", "0.3",
-                 "--out", str(tmp_path / "bad")]) == 2  # slimming is not defined for resnet20: one-line error
+    assert main(["prune", "--model", "lenet5", "--method", "slimming", "--percent", "0.3",
+                 "--out", str(tmp_path / "bad")]) == 2  # lenet5 has no BatchNorm: one-line error

@@ -16,15 +16,27 @@ DEFAULT_DATASET = "digits"
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, epochs: int | None = None, lr: float | None = None,
-                    batch_size: int = 64, out_required: bool = True) -> None:
-    """Add ``--model --checkpoint --dataset --data-dir --batch-size --seed --device --out --limit``, and
-    ``--epochs --lr`` for commands that train (those that pass an ``epochs`` default)."""
+                    batch_size: int = 64, out_required: bool = True, dataset_default: str | None = DEFAULT_DATASET
+                    ) -> None:
+    """Add ``--model --model-kwargs --trust-factory --checkpoint --dataset --data-dir --batch-size --seed --device
+    --out --limit``, and ``--epochs --lr`` for commands that train (those that pass an ``epochs`` default).
+    ``dataset_default=None``: without ``--dataset`` a fresh zoo model takes its natural input and classes."""
     g = parser.add_argument_group("common options")
-    g.add_argument("--model", default=None, help=f"zoo model name (default {DEFAULT_MODEL}; `prunekit info --list`)")
+    g.add_argument("--model", default=None,
+                   help=f"zoo model name (default {DEFAULT_MODEL}; `prunekit info --list`) or a factory of your own "
+                        "architecture, module.path:callable (e.g. mypkg.nets:Net, torchvision.models:resnet50)")
+    g.add_argument("--model-kwargs", default=None, metavar="JSON",
+                   help="keyword arguments of a --model module:callable factory, as a JSON object")
+    g.add_argument("--trust-factory", action="append", default=[], metavar="MODULE:CALLABLE",
+                   help="allow loading checkpoints built by this factory (prunekit never imports code named "
+                        "only by a file); repeatable")
     g.add_argument("--checkpoint", default=None,
-                   help="a model file or the output folder of any earlier prunekit command")
-    g.add_argument("--dataset", default=DEFAULT_DATASET, help="digits, fashion-mnist, mnist, cifar10, cifar100, "
-                                                               "imagenet, synthetic (default digits)")
+                   help="a model file or the output folder of any earlier prunekit command (with a module:callable "
+                        "--model also a plain state_dict .pth/.safetensors of that architecture)")
+    g.add_argument("--dataset", default=dataset_default,
+                   help="digits, fashion-mnist, mnist, cifar10, cifar100, imagenet, synthetic (default " +
+                        (f"{dataset_default})" if dataset_default else "none: a fresh model takes its natural "
+                         "input and classes; a checkpoint, digits)"))
     g.add_argument("--data-dir", default=None, help="dataset root folder (default: the dataset's usual place)")
     if epochs is not None:  # only commands that train take --epochs / --lr
         g.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
@@ -58,6 +70,14 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show progress bars (default: when stderr is a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def add_seed_logs_arg(parser: argparse.ArgumentParser) -> None:
+    """``--seed-logs``: also write the seed systems' own output files (formats in docs/SEEDS.md)."""
+    parser.add_argument("--seed-logs", action="store_true",
+                        help="also write the seeds' output files for scripts that read them (prune: prune.txt, "
+                             "weight_mask.npy, GPMT prune logs, implies --eval; training: log.txt, record.txt, "
+                             "gpmt_log.csv); see docs/SEEDS.md")
 
 
 def is_main_process() -> bool:
@@ -138,23 +158,46 @@ def load_datasets(args: argparse.Namespace, *, train: bool = True, test: bool = 
 def model_from_args(args: argparse.Namespace, data: Any | None):
     """Load ``--checkpoint`` (checked against ``--model`` if given) or build ``--model`` fresh for ``data``.
 
-    Returns a :class:`~prunekit.checkpoint.Checkpoint` (``masks``/``meta`` empty for a fresh model).
+    ``--model module:callable [--model-kwargs JSON]`` builds a user architecture (the user named it: trusted), and
+    with ``--checkpoint`` loads a plain state_dict file or a prunekit checkpoint of it. Returns a
+    :class:`~prunekit.checkpoint.Checkpoint` (``masks``/``meta`` empty for a fresh model).
     """
-    from ..checkpoint import Checkpoint, load_checkpoint
-    from ..models import create_model
+    from ..checkpoint import Checkpoint, import_state_dict, load_checkpoint
+    from ..factory import build_model, is_factory_name, parse_kwargs
+    from ..models import create_model, list_models, model_info
 
+    name = args.model
+    kwargs = parse_kwargs(getattr(args, "model_kwargs", None))
+    if kwargs and not is_factory_name(name):
+        raise PrunekitError("--model-kwargs applies to a --model module:callable factory")
+    size = parse_input_size(getattr(args, "input_size", None))
+    trusted = list(getattr(args, "trust_factory", None) or []) + ([name] if is_factory_name(name) else [])
     if args.checkpoint:
-        ckpt = load_checkpoint(args.checkpoint, expect_model=args.model)
+        from ..checkpoint import _is_foreign_weights_file
+
+        if is_factory_name(name) and _is_foreign_weights_file(args.checkpoint):
+            ckpt = import_state_dict(args.checkpoint, name, model_kwargs=kwargs)
+            if size is not None:
+                ckpt.model.prunekit_input_size = list(size)
+        else:
+            ckpt = load_checkpoint(args.checkpoint, expect_model=name, factory=trusted or None)
         if data is not None:
             check_compatible(ckpt.model, data, args.checkpoint)
         return ckpt
-    name = args.model or DEFAULT_MODEL
-    num_classes = data.num_classes if data is not None else 10
-    in_channels = data.in_channels if data is not None else 3
-    size = parse_input_size(getattr(args, "input_size", None))
+    torch.manual_seed(args.seed)
+    if is_factory_name(name):
+        model = build_model(name, kwargs, input_size=size or (3, 224, 224))
+        return Checkpoint(model=model, masks=None, meta={})
+    name = name or DEFAULT_MODEL
+    natural = model_info(name) if name in list_models() else None
+    if data is not None:
+        num_classes, in_channels = data.num_classes, data.in_channels
+    elif natural is not None and getattr(args, "dataset", DEFAULT_DATASET) is None:
+        num_classes, in_channels = natural.num_classes, natural.input_size[0]  # no dataset: the model's own input
+    else:
+        num_classes, in_channels = 10, 3
     if size is not None:  # planning on a fresh model for an explicit input size
         in_channels = size[0]
-    torch.manual_seed(args.seed)
     return Checkpoint(model=create_model(name, num_classes=num_classes, in_channels=in_channels), masks=None,
                       meta={})
 
@@ -167,11 +210,14 @@ def check_compatible(model: nn.Module, data: Any, source: str) -> None:
                             f"{data.name!r} has {data.num_classes} classes and {data.in_channels} channels")
 
 
-def data_facts(dataset: str) -> Any:
-    """Name, classes, channels and image size of ``dataset`` without loading it."""
+def data_facts(dataset: str | None) -> Any:
+    """Name, classes, channels and image size of ``dataset`` without loading it (None for no dataset)."""
     from types import SimpleNamespace
 
     from ..data import dataset_info
+
+    if dataset is None:
+        return None
 
     info = dataset_info(dataset)
     return SimpleNamespace(name=info["name"], num_classes=info["num_classes"], in_channels=info["in_channels"],

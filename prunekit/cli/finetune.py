@@ -18,6 +18,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     add_common_args(parser, epochs=40, lr=0.001)
     add_train_args(parser)
     parser.set_defaults(schedule="constant")
+    from .common import add_seed_logs_arg
+
+    add_seed_logs_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     before = evaluate(model.to(device), test_ds, device=device)["top1"]  # the --checkpoint model, also on resume
     out = out_dir(args)
-    result = finetune(model, ckpt.masks, train_ds, test_ds, cfg, out_dir=out, resume=args.resume,
+    hooks = []
+    if args.seed_logs:  # log_finetune.txt (Rethinking cifar_finetune.py), record.txt, gpmt_log.csv
+        from ..pruning.seed_logs import SeedLogHook
+
+        dense = ((ckpt.meta.get("extra") or {}).get("prune") or {}).get("accuracy_before") or {}
+        hooks.append(SeedLogHook(out, rethinking_log="log_finetune.txt", orig_accuracy=dense.get("top1")))
+    result = finetune(model, ckpt.masks, train_ds, test_ds, cfg, out_dir=out, resume=args.resume, hooks=hooks,
                       extra_meta={"dataset": args.dataset, "source_checkpoint": args.checkpoint})
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0

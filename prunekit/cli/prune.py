@@ -31,12 +31,13 @@ def _structured_module():
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    add_common_args(parser, batch_size=256)
+    add_common_args(parser, batch_size=256, dataset_default=None)
     parser.add_argument("--method", required=True,
                         help=f"weight-level: {', '.join(METHODS)}; structured: {', '.join(STRUCTURED_METHODS)}")
     g = parser.add_argument_group("weight-level pruning (--method " + ", ".join(METHODS) + ")")
     g.add_argument("--ratio", type=float, default=None,
-                   help="fraction of the in-scope weights to prune: exactly round(ratio*N) (per layer for layerwise)")
+                   help="fraction of the in-scope weights to prune: exactly round(ratio*N) (per layer for "
+                        "layerwise); with --method l1-filter the fraction of every channel group's channels")
     g.add_argument("--min-threshold", type=float, default=None,
                    help="gpmt: every layer keeps at least this percent of all prunable weights (e.g. 0.05)")
     g.add_argument("--scope", default=None,
@@ -52,6 +53,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--storage", choices=("dense", "sparse"), default="dense",
                    help="checkpoint storage: dense, or sparse (bitmask + non-zero values)")
     g.add_argument("--eval", action="store_true", help="evaluate before and after on the dataset's test split")
+    from .common import add_seed_logs_arg
+
+    add_seed_logs_arg(g)
     mod = _structured_module()
     if mod is not None:
         mod.add_structured_args(parser)
@@ -63,8 +67,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UnknownNameError(f"unknown pruning method {args.method!r}; valid: {valid}")
     if args.ratio is None:
         raise PrunekitError(f"--method {args.method} needs --ratio R (fraction of weights to prune, e.g. 0.8)")
-    foreign = [f"--{k.replace('_', '-')}" for k in ("percent", "plan", "ratios", "rounds", "skip")
+    foreign = [f"--{k.replace('_', '-')}" for k in ("percent", "plan", "ratios", "rounds", "skip", "target_macs",
+                                                    "target_params", "criterion")
                if getattr(args, k, None) is not None]
+    foreign += [f for f, v in (("--global", getattr(args, "global_ranking", False)),
+                               ("--ignore", getattr(args, "ignore", None)),
+                               ("--round-to", getattr(args, "round_to", 1) != 1)) if v]
     if foreign:
         raise PrunekitError(f"{', '.join(foreign)} only apply to structured methods; weight-level methods take "
                             "--ratio")
@@ -89,10 +97,20 @@ def _check_revival(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -
 
 
 def run(args: argparse.Namespace) -> int:
+    from .common import DEFAULT_DATASET
+    from ..factory import is_factory_name
+
+    if args.dataset is None and (args.checkpoint or args.method not in STRUCTURED_METHODS) and \
+            not is_factory_name(args.model):
+        # a checkpoint (and weight-level pruning) keeps the old default; a fresh structured prune of a zoo or user
+        # model takes the model's natural input instead
+        args.dataset = DEFAULT_DATASET
     if args.method in STRUCTURED_METHODS:
         mod = _structured_module()
         if mod is None:
             raise PrunekitError(f"--method {args.method} is not available in this build")
+        if getattr(args, "seed_logs", False) and not getattr(mod, "SUPPORTS_SEED_LOGS", False):
+            print("note: --seed-logs writes seed files for weight-level methods only", file=sys.stderr)
         return mod.run_structured(args)
     from ..checkpoint import save_model
     from ..pruning.masks import apply_masks
@@ -103,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     from .common import model_from_args, model_metrics, out_dir, resolve_input_size, standard_fields
 
     _check_args(args)
+    if args.seed_logs:  # the seed files hold the accuracy before and after
+        args.eval = True
     scope = make_scope(args.scope, args.include, args.exclude, args.skip_first, args.skip_last,
                        default_kinds=DEFAULT_KINDS[args.method])
     data = _data_facts(args, need_data=args.eval)
@@ -130,6 +150,12 @@ def run(args: argparse.Namespace) -> int:
     res = prune_unstructured(model, args.method, args.ratio, scope=scope, min_threshold=args.min_threshold,
                              seed=args.seed, allow_empty_layers=args.allow_empty_layers, apply=False)
     _check_revival(old, res.masks)
+    gp_acc = None
+    if args.seed_logs and args.method == "gpmt":  # GPMT's prune_log.csv holds the accuracy of its plain GP step
+        from ..pruning.seed_logs import gp_step_accuracy
+
+        gp_acc = gp_step_accuracy(model, args.ratio, scope, lambda m: evaluate(
+            m.to(device), data, batch_size=args.batch_size, device=device), expected=res.report.gp_layers)
     apply_masks(model, res.masks)
     masks = dict(old)
     masks.update({k: v.cpu() for k, v in res.masks.items()})
@@ -147,7 +173,14 @@ def run(args: argparse.Namespace) -> int:
     extra = {"prune": report.summary(), "source_checkpoint": args.checkpoint, "fresh_init": fresh,
              "dataset": args.dataset}
     save_model(model, out, masks=masks, extra=extra, storage=args.storage)
-    files = ["model.safetensors"] + [p.name for p in write_prune_report(report, out).values()] + ["summary.json"]
+    files = ["model.safetensors"] + [p.name for p in write_prune_report(report, out).values()]
+    if args.seed_logs:  # after prunekit's reports: the GPMT logs are rewritten in the seed's own form
+        from ..pruning.seed_logs import write_prune_seed_logs
+
+        seed_files = write_prune_seed_logs(out, report, masks, model=model, imagenet=args.dataset == "imagenet",
+                                           gp_post_accuracy=gp_acc)
+        files += [p.name for p in seed_files if p.name not in files]
+    files.append("summary.json")
     acc = report.accuracy_after or {}
     summary = {**standard_fields(model, size, acc.get("top1"), acc.get("top5")),
                "command": "prune", "method": args.method, "model": name, "dataset": args.dataset,

@@ -1,15 +1,20 @@
 """``prunekit prune --method l1-filter | slimming | slimming-mask``: structured pruning with real removal.
 
 Called by :mod:`prunekit.cli.prune` (which owns the command and the common flags): :func:`add_structured_args`
-adds this module's flags, :func:`run_structured` runs one of the three methods. Writes into ``--out``:
-``model.safetensors`` (via ``save_model``; a physically smaller zoo model rebuilt from meta ``cfg`` + ``plan``, or
-for ``slimming-mask`` the full model with BN γ/β masks), ``plan.json``, ``structured_report.csv`` / ``.md``,
-``channels.csv``, ``channels.png``, ``summary.json``; prints a markdown table. With ``--eval`` (a flag of
-``prunekit prune``) the test split is loaded and top-1 is reported before, for the masked model (removed channels'
-γ/β zeroed) and after (equal to the masked one: removal is exact); otherwise the dataset is not loaded.
+adds this module's flags, :func:`run_structured` runs one of the methods on any model (zoo name, ``--model
+module:callable``, or ``--checkpoint``). Two ways of choosing channels:
 
-``--rounds K`` applies K iterative L1-filter rounds back to back, *without* finetune in between; finetune between
-rounds (seed 002) is the experiment runner's job (call :func:`prunekit.pruning.structured.iterative_round`).
+* the papers' rules: ``--plan NAME`` / ``--ratios r1,r2,r3`` / ``--rounds K`` (Li et al. / kesi, on each conv that can
+  lose filters on its own) and ``--method slimming --percent P`` (one global |γ| threshold);
+* any model, any coupled group (residual streams, concat, depthwise, SE ...): ``--ratio R`` (each group, or with
+  ``--global`` one ranking), ``--target-macs F`` / ``--target-params F``, ``--criterion l1|l2|bn|taylor|random``,
+  ``--round-to N``, ``--ignore REGEX``.
+
+Writes into ``--out``: ``model.safetensors`` (how to build the dense model + the JSON channel plan + weights;
+``slimming-mask``: the full model with BN γ/β masks), ``plan.json``, ``groups.csv`` (every channel group the graph
+found), ``structured_report.csv`` / ``.md``, ``channels.csv``, ``channels.png``, ``summary.json``; prints a table.
+Every prune is verified against the unpruned model whose consumers ignore the removed channels (max |diff| printed).
+``--rounds K`` applies K iterative rounds back to back without finetune (the recipes finetune in between).
 """
 from __future__ import annotations
 
@@ -21,10 +26,11 @@ from typing import Any
 import torch
 
 from ..errors import PrunekitError
-from ..utils.io import write_csv, write_json
+from ..utils.io import write_csv, write_json, write_text
 from ..utils.table import markdown_table
 
 STRUCTURED_METHODS = ("l1-filter", "slimming", "slimming-mask")
+CRITERIA = ("l1", "l2", "bn", "taylor", "random")
 
 
 def add_structured_args(parser: argparse.ArgumentParser) -> None:
@@ -42,12 +48,29 @@ def add_structured_args(parser: argparse.ArgumentParser) -> None:
                    help="l1-filter: K iterative rounds (kesi schedule unless --ratios), no finetune in between")
     g.add_argument("--strict-empty", action="store_true",
                    help="fail (instead of keeping the strongest channel) when a layer would lose every channel")
+    g.add_argument("--global", dest="global_ranking", action="store_true",
+                   help="with --ratio: one ranking of all channels across groups (scores normalised per group)")
+    g.add_argument("--target-macs", type=float, default=None,
+                   help="keep this fraction of the conv/linear MACs (global ranking), e.g. 0.5")
+    g.add_argument("--target-params", type=float, default=None,
+                   help="keep this fraction of the parameters (global ranking), e.g. 0.5")
+    g.add_argument("--criterion", default=None, help="importance: l1 (default), l2, bn, taylor, random")
+    g.add_argument("--reduction", default="sum", help="how a coupled group combines its layers' scores: "
+                                                      "sum (default), mean, max")
+    g.add_argument("--round-to", type=int, default=1, help="kept channels per group a multiple of N (e.g. 8)")
+    g.add_argument("--ignore", action="append", default=[], metavar="REGEX",
+                   help="modules (path regex) kept whole and not traced into, e.g. '^head' (repeatable)")
+    g.add_argument("--max-group-ratio", type=float, default=0.9,
+                   help="global ranking/targets: no group loses more than this fraction (default 0.9)")
+    g.add_argument("--taylor-batches", type=int, default=4,
+                   help="criterion taylor: training batches whose gradients are accumulated (default 4)")
     g.add_argument("--latency-batch-sizes", default="1,64", help="CPU latency batch sizes (default 1,64)")
     g.add_argument("--latency-repeats", type=int, default=10, help="timed passes per latency measurement")
     g.add_argument("--latency-threads", type=int, default=None,
                    help="torch CPU threads while timing (default: torch's current setting)")
     g.add_argument("--input-size", default=None,
-                   help="C,H,W for FLOPs/latency (default: the dataset's image size)")
+                   help="C,H,W for tracing, FLOPs and latency (default: the dataset's image size, else the model's "
+                        "natural input, e.g. 3,32,32 for the CIFAR zoo and 3,224,224 for ImageNet models)")
 
 
 def _ints(text: str | None, flag: str) -> list[int] | None:
@@ -62,49 +85,103 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
     return vals
 
 
+def _generic(args: argparse.Namespace) -> bool:
+    """True for the any-model path (--ratio / --target-*), False for the papers' rules."""
+    return any(v is not None for v in (args.ratio, args.target_macs, args.target_params))
+
+
 def _check_args(args: argparse.Namespace) -> None:
     m = args.method
     if m not in STRUCTURED_METHODS:
         raise PrunekitError(f"structured method must be one of {', '.join(STRUCTURED_METHODS)}, got {m!r}")
-    l1_only = [f for f, v in (("--plan", args.plan), ("--ratios", args.ratios), ("--skip", args.skip),
-                              ("--rounds", args.rounds)) if v is not None]
+    paper = [f for f, v in (("--plan", args.plan), ("--ratios", args.ratios), ("--skip", args.skip),
+                            ("--rounds", args.rounds)) if v is not None]
+    budgets = [f for f, v in (("--ratio", args.ratio), ("--target-macs", args.target_macs),
+                              ("--target-params", args.target_params)) if v is not None]
+    generic_only = [f for f, v in (("--global", args.global_ranking), ("--round-to", args.round_to != 1),
+                                   ("--ignore", bool(args.ignore))) if v]
+    if args.criterion is not None and args.criterion not in CRITERIA:
+        raise PrunekitError(f"--criterion must be one of {', '.join(CRITERIA)}, got {args.criterion!r}")
+    if len(budgets) > 1:
+        raise PrunekitError(f"give one of {', '.join(budgets)}")
+    if budgets:
+        if m != "l1-filter":
+            raise PrunekitError(f"{budgets[0]} applies to --method l1-filter (with --criterion bn for BN-γ "
+                                f"importance); --method {m} takes --percent")
+        if paper:
+            raise PrunekitError(f"{', '.join(paper)} are the papers' rules; they do not combine with {budgets[0]}")
+        if args.global_ranking and args.ratio is None:
+            raise PrunekitError("--global goes with --ratio (budgets --target-* always rank globally)")
+        return
+    if generic_only or args.criterion not in (None, "l1"):
+        extra = generic_only + ([f"--criterion {args.criterion}"] if args.criterion not in (None, "l1") else [])
+        raise PrunekitError(f"{', '.join(extra)} need --ratio R, --target-macs F or --target-params F")
     if m == "l1-filter":
         if args.percent is not None:
-            raise PrunekitError("--percent is a slimming option; l1-filter takes --plan or --ratios")
+            raise PrunekitError("--percent is a slimming option; l1-filter takes --ratio, --plan or --ratios")
         if args.plan and args.rounds:
             raise PrunekitError("--plan is one-shot; iterative --rounds uses the kesi schedule or --ratios")
         if not (args.plan or args.ratios or args.rounds):
-            raise PrunekitError("l1-filter needs --plan NAME, --ratios r1,r2,r3 or --rounds K")
+            raise PrunekitError("l1-filter needs --ratio R (any model), --plan NAME, --ratios r1,r2,r3 or --rounds K")
     else:
-        if l1_only:
-            raise PrunekitError(f"{', '.join(l1_only)} only apply to --method l1-filter")
+        if paper:
+            raise PrunekitError(f"{', '.join(paper)} only apply to --method l1-filter")
         if args.percent is None:
             raise PrunekitError(f"--method {m} needs --percent P (e.g. 0.4)")
 
 
-def _prune(args: argparse.Namespace, model: torch.nn.Module):
+def _taylor_batches(args: argparse.Namespace, model: torch.nn.Module):
+    from ..data import BatchLoader
+    from .common import check_compatible, load_datasets
+
+    if args.taylor_batches < 1:
+        raise PrunekitError(f"--taylor-batches must be positive, got {args.taylor_batches}")
+    if args.dataset is None:
+        raise PrunekitError("--criterion taylor needs --dataset (its gradients come from training batches)")
+    train = load_datasets(args, train=True, test=False)[0]
+    check_compatible(model, train, args.checkpoint or args.model or "the model")
+    loader = BatchLoader(train, batch_size=min(args.batch_size, len(train)), shuffle=True, seed=args.seed, train=False)
+    out = []
+    for i, batch in enumerate(loader):
+        if i >= args.taylor_batches:
+            break
+        out.append((batch[0], batch[1]))
+    return out
+
+
+def _prune(args: argparse.Namespace, model: torch.nn.Module, size: tuple[int, ...]):
     """Run the method; return ``(result, masks, round_rows)``."""
-    from ..pruning.structured import l1_filter, slimming
+    from ..pruning.structured import l1_filter, pruner, slimming
     from .common import parse_floats
 
+    if _generic(args):
+        data = _taylor_batches(args, model) if args.criterion == "taylor" else None
+        res = pruner.prune_structured(
+            model, input_size=size, criterion=args.criterion or "l1", ratio=args.ratio,
+            global_ranking=args.global_ranking, target_macs=args.target_macs, target_params=args.target_params,
+            round_to=args.round_to, ignore=args.ignore, reduction=args.reduction,
+            max_group_ratio=args.max_group_ratio, data=data, seed=args.seed)
+        return res, None, None
     ratios = parse_floats(args.ratios, "--ratios") if args.ratios else None
     skip = [s for s in args.skip.split(",") if s.strip()] if args.skip else None
     if args.method == "l1-filter":
         if args.rounds:
             results = l1_filter.prune_iterative(model, args.rounds, ratios=ratios, skip=skip,
-                                                strict_empty=args.strict_empty)
+                                                strict_empty=args.strict_empty, input_size=size)
             from ..metrics import count_params
 
-            rounds = [{"round": i + 1, "params": count_params(r.model), "cfg": r.model.prunekit_cfg}
-                      for i, r in enumerate(results)]
+            rounds = [{"round": i + 1, "params": count_params(r.model), "cfg": r.model.prunekit_cfg,
+                       "max_abs_diff": r.info.get("max_abs_diff")} for i, r in enumerate(results)]
             res = results[-1]
             res.rows = _chain_rows(results)
+            res.info["max_abs_diff"] = max(r.info.get("max_abs_diff", 0.0) for r in results)
             return res, None, rounds
         return l1_filter.prune_l1_filter(model, plan=args.plan, ratios=ratios, skip=skip or (),
-                                         strict_empty=args.strict_empty), None, None
+                                         strict_empty=args.strict_empty, input_size=size), None, None
     if args.method == "slimming":
-        return slimming.prune_slimming(model, args.percent, strict_empty=args.strict_empty), None, None
-    _, masks, res = slimming.prune_slimming_mask(model, args.percent)
+        return slimming.prune_slimming(model, args.percent, strict_empty=args.strict_empty,
+                                       input_size=size), None, None
+    _, masks, res = slimming.prune_slimming_mask(model, args.percent, input_size=size)
     return res, masks, None
 
 
@@ -118,22 +195,16 @@ def _chain_rows(results) -> list[dict[str, Any]]:
     return out
 
 
-def _masked_reference(model, res, method: str):
-    from ..pruning.structured.core import zeroed_reference
-    from ..pruning.structured.groups import describe
-
-    if method == "slimming-mask":
-        return res.model
-    return zeroed_reference(model, describe(model, "l1" if method == "l1-filter" else "bn"), res.keep)
-
-
+def _label(model: torch.nn.Module) -> str:
+    fac = getattr(model, "prunekit_factory", None)
+    return getattr(model, "prunekit_name", None) or (fac or {}).get("target") or type(model).__name__
 
 
 def run_structured(args: argparse.Namespace) -> int:
     """Prune ``--checkpoint`` (or a fresh ``--model``) with a structured method; write outputs; return 0."""
     from ..checkpoint import save_model
     from ..engine.evaluate import evaluate
-    from ..models import create_model
+    from ..pruning.structured.graph import group_table
     from ..pruning.structured.reports import (accuracy_rows, compare_rows, model_cost, plot_channels,
                                               report_markdown, write_channels_csv)
     from .common import data_facts, load_datasets, model_from_args, out_dir, resolve_input_size, standard_fields
@@ -141,6 +212,8 @@ def run_structured(args: argparse.Namespace) -> int:
     _check_args(args)
     batch_sizes = _ints(args.latency_batch_sizes, "--latency-batch-sizes")
     evaluate_acc = bool(getattr(args, "eval", False))
+    if evaluate_acc and args.dataset is None:
+        raise PrunekitError("--eval needs --dataset")
     test_ds = load_datasets(args, train=False)[1] if evaluate_acc else data_facts(args.dataset)
     ckpt = model_from_args(args, test_ds)
     fresh = not args.checkpoint
@@ -148,53 +221,52 @@ def run_structured(args: argparse.Namespace) -> int:
         raise PrunekitError(f"{args.checkpoint} carries weight masks; {args.method} removes channels and cannot "
                             "keep them (finetune it first or prune the dense model)")
     model = ckpt.model.to("cpu").eval()
-    name = model.prunekit_name
+    name = _label(model)
     if fresh:
         print(f"note: no --checkpoint: planning on a freshly initialised {name} (seed {args.seed}); the kept "
               "channels are meaningless until the model is trained", file=sys.stderr)
     size = resolve_input_size(args, test_ds, model)
-    res, masks, rounds = _prune(args, model)
+    res, masks, rounds = _prune(args, model, size)
     pruned = res.model.eval()
     if ckpt.masks and masks is not None:
         merged = {k: v.to(torch.bool) for k, v in ckpt.masks.items()}
         for k, v in masks.items():
             merged[k] = merged[k] & v if k in merged else v
         masks = merged
-
-    ref = _masked_reference(model, res, args.method) if not rounds else None
-    exact = None
-    if ref is not None:
-        with torch.no_grad():
-            x = torch.randn(2, *size, generator=torch.Generator().manual_seed(0))
-            exact = float((ref.eval()(x) - pruned(x)).abs().max())
+    exact = res.info.get("max_abs_diff")
     lat = {"repeats": args.latency_repeats, "threads": args.latency_threads}
     before = model_cost(model, size, batch_sizes, **lat)
     after = model_cost(pruned, size, batch_sizes, **lat)
     if args.method == "slimming-mask":
         res.info["equivalent_removal"] = _equivalent_removal(model, args.percent, res, size)
-    dense = create_model(name, num_classes=model.num_classes, in_channels=model.in_channels)
+    dense = _dense_of(model)
     from ..metrics import count_flops, count_params
 
     dfl = count_flops(dense, (1, *size), convention="macs")
     acc: dict[str, float | None] = {}
     if evaluate_acc:
         from ..engine.distributed import resolve_device
+        from ..pruning.structured.verify import zeroed_reference
 
         dev = resolve_device(args.device)
+        ref = res.model if args.method == "slimming-mask" else zeroed_reference(model, res.step_plan)
         for label, m in (("before", model), ("masked (removed channels zeroed)", ref), ("after", pruned)):
-            if m is not None:
-                acc[label] = evaluate(m.to(dev), test_ds, device=dev)["top1"]
-                m.to("cpu")
+            acc[label] = evaluate(m.to(dev), test_ds, device=dev)["top1"]
+            m.to("cpu")
 
     out = out_dir(args)
     extra = {"method": args.method, "dense_params": count_params(dense), "dense_macs": dfl.macs,
              "dense_flops": dfl.flops, "flops_convention": "macs (flops = 2*macs)", "flops_input_size": list(size),
              "params": after["params"], "macs": after["macs"], "flops": after["flops"],
              "source_checkpoint": args.checkpoint, "plan_name": args.plan, "percent": args.percent,
-             "rounds": args.rounds, "threshold": res.info.get("threshold")}
+             "rounds": args.rounds, "threshold": res.info.get("threshold"), "dataset": args.dataset}
     save_model(pruned, out, masks=masks, extra=extra)
-    plan = res.plan if res.plan else _mask_plan(model, res)
+    plan = res.plan if res.plan else _mask_plan(res)
     write_json(out / "plan.json", plan)
+    graph = res.graph
+    if graph is not None:
+        write_csv(out / "groups.csv", group_table(graph.groups),
+                  ["group", "units", "channels", "stage", "producers", "norms", "consumers", "simple"])
     rows = compare_rows(before, after)
     write_csv(out / "structured_report.csv", rows + accuracy_rows(acc), ["metric", "before", "after", "ratio"])
     write_channels_csv(res.rows, out / "channels.csv")
@@ -203,35 +275,57 @@ def run_structured(args: argparse.Namespace) -> int:
     if fresh:
         notes.append(f"planned on a freshly initialised {name} (no --checkpoint)")
     if exact is not None:
-        notes.append(f"exactness: max |pruned - masked| on random input = {exact:.3g}")
+        notes.append(f"exactness: max |pruned - reference| on random input = {exact:.3g} (reference: the unpruned "
+                     "model whose consumers ignore the removed channels)")
+    if "target_reached" in res.info:
+        notes.append(f"target {res.info['target']}: reached {res.info['target_reached']} (conv/linear cost model)")
     for k, v in acc.items():
         notes.append(f"top-1 {k}: {v:.2f}%")
-    from ..utils.io import write_text
-
     write_text(out / "structured_report.md", report_markdown(f"{name}: {args.method}", rows, res.rows, notes))
+    info = {k: v for k, v in res.info.items() if k != "equivalent_removal" or v is not None}
     summary = {**standard_fields(pruned, size, acc.get("after")),
                "command": "prune", "method": args.method, "model": name, "checkpoint_in": args.checkpoint,
-               "checkpoint": args.checkpoint, "fresh_init": fresh, "dataset": args.dataset, "input_size": list(size), "cfg": pruned.prunekit_cfg,
-               "before": before, "after": after, "ratios": {r["metric"]: r["ratio"] for r in rows},
-               "accuracy": acc, "exactness_max_abs_diff": exact, "warnings": res.warnings, "info": res.info,
-               "rounds": rounds, "dense": {k: extra[k] for k in ("dense_params", "dense_macs", "dense_flops")},
-               "files": ["model.safetensors", "plan.json", "structured_report.csv", "structured_report.md",
-                         "channels.csv", "channels.png", "summary.json"]}
+               "checkpoint": args.checkpoint, "fresh_init": fresh, "dataset": args.dataset, "input_size": list(size),
+               "cfg": getattr(pruned, "prunekit_cfg", None), "before": before, "after": after,
+               "ratios": {r["metric"]: r["ratio"] for r in rows}, "accuracy": acc, "exactness_max_abs_diff": exact,
+               "warnings": res.warnings, "info": info, "rounds": rounds,
+               "dense": {k: extra[k] for k in ("dense_params", "dense_macs", "dense_flops")},
+               "files": ["model.safetensors", "plan.json", "groups.csv", "structured_report.csv",
+                         "structured_report.md", "channels.csv", "channels.png", "summary.json"]}
     write_json(out / "summary.json", summary)
     print(markdown_table(["metric", "before", "after", "before/after"],
                          [[r["metric"], r["before"], r["after"], r["ratio"]] for r in rows], precision=3))
+    if exact is not None:
+        print(f"exact: max |pruned - reference| = {exact:.3g}")
     for k, v in acc.items():
         print(f"top-1 {k}: {v:.2f}%")
     print(f"wrote {Path(out) / 'model.safetensors'} and reports in {out}")
     return 0
 
 
-def _mask_plan(model, res) -> dict[str, Any]:
-    """plan.json for slimming-mask: the channels each BN keeps (nothing is removed)."""
-    from ..pruning.structured.core import build_plan
-    from ..pruning.structured.groups import describe
+def _dense_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The unpruned architecture of ``model`` (zoo name or factory), freshly built."""
+    from ..models import create_model
 
-    plan = build_plan(model, describe(model, "bn"), res.keep, "slimming-mask")
+    fac = getattr(model, "prunekit_factory", None)
+    if fac is not None:
+        from ..factory import build_model
+
+        return build_model(fac["target"], fac.get("kwargs"), input_size=getattr(model, "prunekit_input_size", None))
+    plan = getattr(model, "prunekit_plan", None) or {}
+    return create_model(model.prunekit_name, num_classes=model.num_classes, in_channels=model.in_channels,
+                        cfg=plan.get("base_cfg") if plan.get("format") == "prunekit-plan/2" else None,
+                        **(getattr(model, "prunekit_options", None) or {}))
+
+
+def _mask_plan(res) -> dict[str, Any]:
+    """plan.json for slimming-mask: the channels each BN keeps (nothing is removed)."""
+    from ..pruning.structured.pruner import build_plan, removed_units
+
+    graph = res.graph
+    by_name = {g.name: g for g in graph.groups}
+    removed = {n: removed_units(graph, by_name[n], kept) for n, kept in res.keep.items()}
+    plan = build_plan(graph, removed, "slimming-mask", res.keep)
     plan["note"] = "mask implementation: the saved model is full size; this plan is what slimming would remove"
     return plan
 
@@ -243,6 +337,7 @@ def _equivalent_removal(model, percent: float, res, size) -> dict[str, Any] | No
 
     if res.info.get("empty_layers"):
         return None
-    small = prune_slimming(model, percent).model
+    small = prune_slimming(model, percent, input_size=size).model
     fl = count_flops(small, (1, *size), convention="macs")
-    return {"params": count_params(small), "macs": fl.macs, "flops": fl.flops, "cfg": small.prunekit_cfg}
+    return {"params": count_params(small), "macs": fl.macs, "flops": fl.flops,
+            "cfg": getattr(small, "prunekit_cfg", None)}

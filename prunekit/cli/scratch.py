@@ -1,7 +1,8 @@
 """``prunekit scratch``: train a pruned architecture from scratch, Scratch-E or Scratch-B (REFERENCE §3).
 
 ``--epochs`` is the base budget E (default 160, CIFAR). Scratch-B trains ``int(E * FLOPs_dense / FLOPs_pruned)``
-epochs (sparse-aware FLOPs, Rethinking convention unless the checkpoint says otherwise), milestones at 50 %/75 %;
+epochs, milestones at 50 %/75 %; the FLOPs are Rethinking-convention FLOPs of the dense and of the pruned model
+(sparse-aware), both measured now by :func:`prunekit.retrain.plan_scratch`, the same rule as the library's;
 ``--imagenet-schedule`` uses step = E/3 and caps at 2E when the ratio is >= 2. Weight-level checkpoints are
 re-initialised with the density-scaled He init and keep their masks; structured ones are rebuilt from their cfg.
 ``--plan-only`` prints the budget without training.
@@ -28,7 +29,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..retrain import flops_pair, scratch_budget, scratch_model, train_scratch
+    from ..retrain import plan_scratch, scratch_model, train_scratch
 
     if not args.checkpoint:
         raise PrunekitError("scratch needs --checkpoint (a pruned model: the output of `prunekit prune`)")
@@ -39,9 +40,8 @@ def run(args: argparse.Namespace) -> int:
     name = ckpt.meta["model"]
     if args.plan_only:
         model, _ = scratch_model(ckpt, seed=args.seed)
-        dense, pruned, conv, source, _ = flops_pair(ckpt, model, size)
-        plan = scratch_budget(cfg.epochs, dense, pruned, budget=args.budget, imagenet_style=args.imagenet_schedule,
-                              convention=conv, dense_flops_source=source)
+        plan, _ = plan_scratch(ckpt, model, cfg, budget=args.budget, input_size=size,
+                               imagenet_style=args.imagenet_schedule)
         result = None
     else:
         result, plan, model = train_scratch(ckpt, train_ds, test_ds, cfg, budget=args.budget, input_size=size,

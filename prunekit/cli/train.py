@@ -16,9 +16,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cfg", default=None,
                         help="architecture cfg, e.g. 16,M,32,M,64 (or a JSON list) for a narrow vgg "
                              "(default: the model's own)")
+    parser.add_argument("--dropout", type=float, default=None, metavar="P",
+                        help="dropout rate of models that take one (the wrn_* models: default 0.3, as the seeds); "
+                             "saved in the checkpoint")
     parser.add_argument("--sparsity-reg", type=float, default=0.0,
                         help="network slimming: L1 penalty s on BN gammas (grad += s*sign(gamma)); 1e-4 VGG, "
                              "1e-5 ResNet-164/DenseNet-40")
+    from .common import add_seed_logs_arg
+
+    add_seed_logs_arg(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     if args.sparsity_reg < 0:
         raise PrunekitError(f"--sparsity-reg must be >= 0, got {args.sparsity_reg}")
+    options = _model_options(args)
     train_ds, test_ds = load_datasets(args)
-    if args.cfg is not None:
+    if args.cfg is not None or options:
         if args.checkpoint:
             raise PrunekitError("--cfg builds a new model; it cannot be combined with --checkpoint")
         import torch
@@ -38,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
         torch.manual_seed(args.seed)
         ckpt = Checkpoint(create_model(args.model or "resnet20", num_classes=train_ds.num_classes,
-                                       cfg=parse_cfg(args.cfg), in_channels=train_ds.in_channels), None, {})
+                                       cfg=parse_cfg(args.cfg), in_channels=train_ds.in_channels, **options),
+                          None, {})
     else:
         ckpt = model_from_args(args, train_ds)
     hooks = []
@@ -47,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
 
         hooks.append(BNL1Hook(args.sparsity_reg))
     out = out_dir(args)
+    if args.seed_logs:  # the seeds' per-epoch files: log.txt (Rethinking cifar.py), record.txt, gpmt_log.csv
+        from ..pruning.seed_logs import SeedLogHook
+
+        hooks.append(SeedLogHook(out))
     result = fit(ckpt.model, train_ds, test_ds, cfg, masks=ckpt.masks, hooks=hooks, out_dir=out, resume=args.resume,
                  extra_meta={"dataset": args.dataset, "sparsity_reg": args.sparsity_reg})
     if not is_main_process():  # under torchrun only rank 0 reports
@@ -62,3 +74,22 @@ def run(args: argparse.Namespace) -> int:
                            metrics["params"]]]))
     print(f"wrote {out / 'model.safetensors'}, {out / 'log.csv'}, {out / 'summary.json'}")
     return 0
+
+
+def _model_options(args: argparse.Namespace) -> dict:
+    """Model options from the flags (``--dropout``), checked against the model before anything is loaded."""
+    if args.dropout is None:
+        return {}
+    if args.checkpoint:
+        raise PrunekitError("--dropout sets an option of a freshly built model; a --checkpoint keeps the options it "
+                            "was saved with")
+    from ..models import list_models, model_options
+
+    name = args.model or "resnet20"
+    if "dropout" not in model_options(name):
+        takers = [n for n in list_models() if "dropout" in model_options(n)]
+        raise PrunekitError(f"--dropout: model {name!r} has no dropout option (models that take one: "
+                            f"{', '.join(takers)})")
+    if not 0.0 <= args.dropout < 1.0:
+        raise PrunekitError(f"--dropout must be in [0, 1), got {args.dropout}")
+    return {"dropout": float(args.dropout)}

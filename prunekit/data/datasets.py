@@ -21,9 +21,15 @@ name                      source, split, size, normalisation, training augmentat
 
 Options may be given as keyword arguments or as a name suffix: ``"synthetic:n=128,size=32,classes=4"``.
 Padding of the random crop is ``max(1, H // 8)`` (:func:`prunekit.data.transforms.default_pad`).
+
+Every dataset with the pad + random-crop augmentation (all but ``imagenet``) also takes ``pad=N`` (pixels per
+side, 0 = no crop) and ``pad_mode=constant|reflect|replicate`` (default ``constant``, zero fill). GPMT's CIFAR
+training pads with ``F.pad(x, (4, 4, 4, 4), mode='reflect')`` before ``RandomCrop(32)``:
+``--dataset cifar10:pad_mode=reflect``. (Its MobileNet runs use no padding at all: ``cifar10:pad=0``.)
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +41,7 @@ from ..errors import PrunekitError, UnknownNameError
 from .base import Augment, ImageDataset, subset
 from .disk import (FASHION_MEAN, FASHION_STD, MNIST_MEAN, MNIST_STD, load_cifar, load_idx_dataset,
                    load_image_folder)
-from .transforms import default_pad
+from .transforms import PAD_MODES, CropPad, default_pad
 
 __all__ = ["get_dataset", "list_datasets", "dataset_info", "make_synthetic", "subset", "parse_dataset_name",
            "DIGITS_MEAN", "DIGITS_STD"]
@@ -138,6 +144,9 @@ _SPECS: dict[str, _Spec] = {
 }
 _OPTIONS = {"imagenet": {"crop_size", "resize_size"},
             "synthetic": {"n", "channels", "size", "classes", "seed", "noise", "augment"}}
+# options of the pad + random-crop augmentation, applied after the dataset is built (not for imagenet)
+_PAD_OPTIONS = {"pad", "pad_mode"}
+_NO_PAD_CROP = {"imagenet"}
 
 
 def list_datasets() -> list[str]:
@@ -175,7 +184,7 @@ def parse_dataset_name(name: str) -> tuple[str, dict[str, Any]]:
 
 
 def _check_options(base: str, options: dict[str, Any]) -> None:
-    allowed = _OPTIONS.get(base, set())
+    allowed = _OPTIONS.get(base, set()) | (set() if base in _NO_PAD_CROP else _PAD_OPTIONS)
     bad = sorted(set(options) - allowed)
     if bad:
         valid = ", ".join(sorted(allowed)) or "none"
@@ -191,7 +200,28 @@ def get_dataset(name: str, root: str | None = None, train: bool = True, **option
     base, parsed = parse_dataset_name(name)
     parsed.update(options)
     _check_options(base, parsed)
-    return _SPECS[base].build(None if root is None else str(root), bool(train), **parsed)
+    pad_options = {k: parsed.pop(k) for k in sorted(_PAD_OPTIONS & set(parsed))}
+    if pad_options:
+        _pad_setting(base, pad_options, default=0)  # validate the values before loading anything
+    ds = _SPECS[base].build(None if root is None else str(root), bool(train), **parsed)
+    if pad_options:
+        crop_pad = _pad_setting(base, pad_options, default=int(ds.augment.crop_pad))
+        if crop_pad.mode == "reflect" and crop_pad >= min(ds.image_size):
+            raise PrunekitError(f"dataset {base!r}: pad_mode=reflect needs pad ({int(crop_pad)}) smaller than the "
+                                f"images ({ds.image_size[0]}x{ds.image_size[1]})")
+        ds = dataclasses.replace(ds, augment=dataclasses.replace(ds.augment, crop_pad=crop_pad))
+    return ds
+
+
+def _pad_setting(base: str, options: dict[str, Any], default: int) -> CropPad:
+    """The :class:`CropPad` that the ``pad`` / ``pad_mode`` dataset options ask for (``default`` padding)."""
+    pad = options.get("pad", default)
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise PrunekitError(f"dataset {base!r}: option pad must be a non-negative integer, got {pad!r}")
+    mode = options.get("pad_mode", "constant")
+    if mode not in PAD_MODES:
+        raise PrunekitError(f"dataset {base!r}: option pad_mode must be one of {', '.join(PAD_MODES)}, got {mode!r}")
+    return CropPad(pad, mode)
 
 
 def dataset_info(name: str, **options: Any) -> dict[str, Any]:

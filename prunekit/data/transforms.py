@@ -50,6 +50,43 @@ class Shard:
         return len(range(self.rank, self.total, self.world_size))
 
 
+PAD_MODES = ("constant", "reflect", "replicate")
+
+
+class CropPad(int):
+    """The padding of the pad + random-crop augmentation: an ``int`` (pixels per side) carrying a padding ``mode``.
+
+    ``mode``: ``"constant"`` (zeros, CIFAR's usual pad-4 crop), ``"reflect"`` (mirror without repeating the edge
+    pixel: GPMT's ``F.pad(x, (4, 4, 4, 4), mode='reflect')`` before ``RandomCrop(32)``) or ``"replicate"`` (repeat
+    the edge pixel). Being an ``int``, it can stand wherever a padding amount is expected (``Augment.crop_pad``);
+    :func:`random_crop_with_padding` reads its mode. Compares equal to the plain ``int``.
+    """
+
+    mode: str
+
+    def __new__(cls, pad: int, mode: str = "constant") -> "CropPad":
+        if mode not in PAD_MODES:
+            raise PrunekitError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {mode!r}")
+        if isinstance(pad, bool) or int(pad) != pad or int(pad) < 0:
+            raise PrunekitError(f"crop padding must be a non-negative integer, got {pad!r}")
+        obj = super().__new__(cls, int(pad))
+        obj.mode = mode
+        return obj
+
+    def __reduce__(self):  # pickles / deep-copies with its mode
+        return (CropPad, (int(self), self.mode))
+
+    def __repr__(self) -> str:
+        return f"CropPad({int(self)}, mode={self.mode!r})"
+
+    def __format__(self, spec: str) -> str:
+        text = format(int(self), spec)
+        return text if spec or self.mode == "constant" else f"{text} ({self.mode})"
+
+    def __str__(self) -> str:
+        return format(self, "")
+
+
 def default_pad(height: int) -> int:
     """Padding for :func:`random_crop_with_padding`: ``max(1, H // 8)`` (4 for 32x32, 3 for 28x28, 1 for 8x8)."""
     return max(1, int(height) // 8)
@@ -83,22 +120,31 @@ def _check_batch(x: torch.Tensor, what: str) -> None:
         raise PrunekitError(f"{what} expects a batch tensor [N, C, H, W], got {shape}")
 
 
-def random_crop_with_padding(x: torch.Tensor, pad: int, generator: torch.Generator, *,
+def random_crop_with_padding(x: torch.Tensor, pad: int, generator: torch.Generator, *, mode: str | None = None,
                              shard: Shard | None = None) -> torch.Tensor:
-    """Zero-pad each side by ``pad`` pixels, then take a random ``H x W`` crop per sample (CIFAR's pad-4 crop).
+    """Pad each side by ``pad`` pixels, then take a random ``H x W`` crop per sample (CIFAR's pad-4 crop).
 
-    Offsets ``(dy, dx)`` are drawn uniformly from ``[0, 2*pad]`` (dy first, for all samples, then dx);
-    output dtype and device equal the input's. Vectorised: one gather for the whole batch.
+    ``mode``: ``"constant"`` (zero fill, the default), ``"reflect"`` or ``"replicate"`` (see :class:`CropPad`);
+    ``None`` takes the mode of a :class:`CropPad` ``pad`` (else ``"constant"``). Reflect padding needs ``pad``
+    smaller than the image height and width. Offsets ``(dy, dx)`` are drawn uniformly from ``[0, 2*pad]`` (dy
+    first, for all samples, then dx; the same draws whatever the mode); output dtype and device equal the
+    input's. Vectorised: one gather for the whole batch.
     """
     _check_batch(x, "random_crop_with_padding")
     if pad < 0:
         raise PrunekitError(f"crop padding must be >= 0, got {pad}")
+    mode = getattr(pad, "mode", "constant") if mode is None else mode
+    if mode not in PAD_MODES:
+        raise PrunekitError(f"pad_mode must be one of {', '.join(PAD_MODES)}, got {mode!r}")
+    pad = int(pad)
     n, c, h, w = x.shape
+    if mode == "reflect" and pad > 0 and (pad >= h or pad >= w):
+        raise PrunekitError(f"reflect padding of {pad} pixels needs images larger than {pad}x{pad}, got {h}x{w}")
     dy = _draw_int(generator, n, 2 * pad + 1, shard)
     dx = _draw_int(generator, n, 2 * pad + 1, shard)
     if pad == 0 or n == 0:
         return x
-    padded = F.pad(x, (pad, pad, pad, pad))
+    padded = F.pad(x, (pad, pad, pad, pad), mode=mode)
     dev = x.device
     rows = (dy.to(dev)[:, None] + torch.arange(h, device=dev)[None, :])  # [N, H]
     cols = (dx.to(dev)[:, None] + torch.arange(w, device=dev)[None, :])  # [N, W]

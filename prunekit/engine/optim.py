@@ -32,13 +32,23 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, 
 
 
 def resolve_milestones(milestones: Sequence[float], epochs: int) -> list[int]:
-    """Milestones given as fractions of ``epochs`` (all < 1) or as epoch numbers -> sorted epoch numbers."""
+    """Milestones given as fractions of ``epochs`` (all < 1) or as epoch numbers -> sorted epoch numbers.
+
+    Fractions become ``int(epochs * m)`` (truncation, as every seed writes it: ``[int(E*0.5), int(E*0.75)]``;
+    E = 178 gives ``[89, 133]``, not Python's half-to-even ``round`` ``[89, 134]``).
+
+    The result is strictly increasing: milestones that coincide (E = 2 gives ``int(1.0) == int(1.5) == 1``;
+    ``--milestones 20,20``) count **once**, because the seeds decay with ``if epoch in [m1, m2]: lr *= gamma``, a
+    membership test that multiplies by ``gamma`` once however many milestones name that epoch. A milestone of 0
+    (E = 1 gives ``[0]``) decays from the first epoch, again as the seeds do. Milestones at or past ``epochs`` are
+    kept and never reached.
+    """
     ms = list(milestones)
     if ms and all(0 < m < 1 for m in ms):
-        return sorted(int(round(m * epochs)) for m in ms)
+        return sorted({int(epochs * m) for m in ms})
     if any(m < 0 for m in ms):
         raise PrunekitError(f"milestones must be non-negative, got {ms}")
-    return sorted(int(m) for m in ms)
+    return sorted({int(m) for m in ms})
 
 
 def lr_factor(schedule: str, epoch: int, step: int, steps_per_epoch: int, epochs: int, *,

@@ -36,11 +36,10 @@ def random_filter_round(model: Any, ratios: Sequence[float], skip: Sequence[str]
     """One round: every prunable conv keeps ``keep_count(size, ratio)`` filters drawn at random."""
     import torch
 
-    from ..pruning.structured.core import finish, guard_empty
-    from ..pruning.structured.groups import describe
-    from ..pruning.structured.l1_filter import keep_count, layer_ratios
+    from ..pruning.structured.l1_filter import keep_count, l1_groups, layer_ratios
+    from ..pruning.structured.pruner import finish, guard_empty
 
-    groups = describe(model, "l1")
+    graph, groups = l1_groups(model)
     per_layer = layer_ratios(groups, stage_ratios=list(ratios), skip=list(skip))
     notes: list[str] = []
     keep = {}
@@ -48,7 +47,7 @@ def random_filter_round(model: Any, ratios: Sequence[float], skip: Sequence[str]
         if g.name in per_layer:
             kept = sorted(torch.randperm(g.size, generator=gen)[:keep_count(g.size, per_layer[g.name])].tolist())
             keep[g.name] = guard_empty(g, kept, 0, strict=False, what="random filter pruning", notes=notes)
-    return finish(model, groups, keep, "random-filter", notes, {"ratios": per_layer})
+    return finish(graph, groups, keep, "random-filter", notes, {"ratios": per_layer})
 
 
 def run_random_filter(argv: Sequence[str]) -> int:

@@ -1,26 +1,42 @@
-"""FLOPs and MACs, dense and sparse-aware, measured with forward hooks on one forward pass.
+"""FLOPs and MACs, dense and sparse-aware, counted per ATen operator on one forward pass.
 
 What is counted: one forward pass of the model on a zero input of ``input_size`` (batch dimension first), on the
-model's device and dtype, in eval mode (every submodule's ``training`` flag is restored afterwards). A forward
-hook on every leaf module (and on every module that holds parameters directly) records each call; a module called
-several times (a ReLU reused inside a block) is counted once per call. All numbers are **per sample**: the
+model's device and dtype, in eval mode under ``torch.no_grad`` (every submodule's ``training`` flag is restored
+afterwards). A :class:`~torch.utils._python_dispatch.TorchDispatchMode` sees **every** ATen operator the forward
+runs, module or functional (``F.relu``, residual additions, ``F.avg_pool2d``, ``torch.cat``, ``q @ k.T``,
+``F.scaled_dot_product_attention``, the fused ``nn.MultiheadAttention`` fast path, ...), and prices it with the
+rules of :mod:`prunekit.metrics._rules`. Module pre/post forward hooks keep a stack of the modules executing, so
+each operator is attributed to the innermost one for the per-layer table: a leaf's row is its own operators, a
+container's row (a ResNet block) is the functional arithmetic of its own ``forward`` (its children have their
+own rows); a module called several times is counted once per call. All numbers are **per sample**: the
 batch-size total divided by ``input_size[0]``.
+
+Only operators on data computed from the input count: operators whose inputs are all parameters, buffers or
+constants (a mask multiplied into a weight, a channel-selection index computed from its buffer) could be
+precomputed and cost 0.
 
 Conventions (always say which one a number uses):
 
-* ``"macs"`` (ptflops / thop / most papers): conv ``Cin/groups*kh*kw*Cout*Hout*Wout``, linear ``in*out``; bias adds,
-  BN, activations, pooling and dropout are 0. ``flops = 2*macs``.
+* ``"macs"`` (ptflops / thop / fvcore style): MACs of convolutions (``Cin/groups*kh*kw*Cout*Hout*Wout``), matrix
+  products (``mm``/``addmm``/``bmm``/``baddbmm``/``mv``: ``M*K*N``; linear = ``in*out`` per row) and attention:
+  ``F.scaled_dot_product_attention`` counts its two matmuls ``batch*heads*Lq*Lk*(E + Ev)``, as do explicit
+  ``q @ k.transpose(-2, -1)`` / ``attn @ v``. Bias adds, normalisation, activations, pooling, softmax, adds are 0.
+  ``flops = 2*macs`` (what ``torch.utils.flop_counter.FlopCounterMode`` reports).
 * ``"rethinking"`` (rethinking-network-pruning): conv ``(2*nnz(W) + [bias]*Cout)*Hout*Wout``, linear
-  ``2*nnz(W) + [bias]*out``, normalisation 2 per output element, activation 1 per element, pooling k^2 per output
-  element (adaptive pooling: the actual window sizes, ``(Hin/Hout)*(Win/Wout)`` when they divide).
+  ``2*nnz(W) + [bias]*out`` per row, other matmuls/attention ``2*MACs``, normalisation 2 per output element,
+  activation (``nn.ReLU`` or ``F.relu`` alike) and every other pointwise op (residual ``add``, ``mul``, ``sub``,
+  ``div``, ...) 1 per output element, pooling k^2 per output element (adaptive pooling: the actual window sizes,
+  ``(Hin/Hout)*(Win/Wout)`` when they divide; a global ``x.mean((2, 3))`` 1 per input element), softmax 2 per
+  element, fused attention 3 per attention score (scale + softmax; 4 with a mask). ``torch.cat``, padding,
+  views and indexing are free.
 
-With ``sparse=True`` only weight entries that are not exactly zero count (``nnz(W)`` instead of ``numel(W)``).
+With ``sparse=True`` only weight entries that are not exactly zero count: a convolution or matmul with a weight
+operand costs ``nnz(W) x positions`` instead of ``numel(W) x positions`` (bias adds and everything else are
+unchanged; products of two activations, such as attention, are dense).
 
-Not counted: functional operations inside ``forward`` (``F.relu``, ``torch.cat``, residual additions, ``x.mean()``),
-because they are not modules. Parameter-free modules without a formula (a channel-selection layer, ``Softmax``)
-are reported as 0 with a note; so are the own parameters of a container module (e.g. a learned scale applied
-functionally). A leaf module with parameters whose type has no formula (``nn.LSTM``) gets ``macs``/``flops``
-``None``, is left out of the totals and is listed in ``FlopsReport.unknown_modules``.
+A module in whose own forward an operator without a rule ran (e.g. ``aten.mkldnn_rnn_layer`` of ``nn.LSTM`` on
+CPU) gets ``macs``/``flops`` ``None``, is left out of the totals and is listed in ``FlopsReport.unknown_modules``;
+the operator names are in ``FlopsReport.uncounted_ops`` and in the row's note.
 """
 from __future__ import annotations
 
@@ -29,23 +45,31 @@ from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..errors import PrunekitError, UnknownNameError
 from ._common import check_shape, eval_mode, model_device, model_dtype
-from ._rules import _OPAQUE, ZERO, Cost, first_tensor, module_cost
+from ._rules import ZERO, Cost, first_tensor, op_cost, op_name
 from .params import count_nonzero_params, count_params
 
 CONVENTIONS = ("macs", "rethinking")
 
 NOTE_NOT_CALLED = "not called in forward"
-NOTE_UNKNOWN = "no formula for this module type: not counted"
-NOTE_FREE = "parameter-free module without a formula: counted as 0"
-NOTE_CONTAINER = "container with its own parameters: its functional arithmetic is not counted (0)"
+NOTE_UNKNOWN = "no cost rule for {ops}: not counted"
+NOTE_FREE = "no arithmetic: 0"
+NOTE_CONTAINER = "functional ops of its own forward (children have their own rows)"
 
 
 @dataclass
 class FlopsReport:
-    """Result of :func:`count_flops`; ``macs``/``flops`` are per sample and exclude ``unknown_modules``."""
+    """Result of :func:`count_flops`; ``macs``/``flops`` are per sample and exclude ``unknown_modules``.
+
+    ``uncounted_ops``: the ATen operators without a cost rule that made those modules unknown. ``per_op``: per
+    ATen operator (``"aten.relu"``), its per-sample ``{"macs": ..., "flops": ...}`` over the counted modules
+    (operators that cost nothing in this convention are left out).
+    """
 
     macs: int
     flops: int
@@ -54,11 +78,14 @@ class FlopsReport:
     sparse: bool
     unknown_modules: list[str] = field(default_factory=list)
     input_size: tuple[int, ...] = ()
+    uncounted_ops: list[str] = field(default_factory=list)
+    per_op: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary without the per-layer rows."""
         return {"macs": self.macs, "flops": self.flops, "convention": self.convention, "sparse": self.sparse,
-                "unknown_modules": list(self.unknown_modules), "input_size": list(self.input_size)}
+                "unknown_modules": list(self.unknown_modules), "uncounted_ops": list(self.uncounted_ops),
+                "input_size": list(self.input_size)}
 
 
 @dataclass
@@ -68,53 +95,117 @@ class _Record:
     leaf: bool
     calls: int = 0
     output_shape: Optional[list[int]] = None
-    cost: Optional[Cost] = None
-    unknown: bool = False
+    cost: Optional[Cost] = ZERO
+    unknown_ops: set[str] = field(default_factory=set)
+    ops: dict[str, Cost] = field(default_factory=dict)
     note: str = ""
+
+
+def _add(a: Cost, b: Cost) -> Cost:
+    return Cost(*(x + y for x, y in zip(a, b)))
+
+
+def _per_sample(cost: Cost, batch: int) -> Cost:
+    return Cost(*((v + batch // 2) // batch for v in cost))
 
 
 def _direct_params(m: nn.Module) -> list[torch.Tensor]:
     return list(m.parameters(recurse=False))
 
 
-def _make_hook(rec: _Record):
-    def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+class _OpCounter(TorchDispatchMode):
+    """Prices every ATen call on input-derived data and adds it to the innermost executing module's record."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in torch._dynamo.disable unless this says no: that would
+        # import torch._dynamo (seconds) on the first count in a process, for nothing (we never compile).
+        return False
+
+    def __init__(self, stack: list[_Record], activations: WeakIdKeyDictionary) -> None:
+        super().__init__()
+        self.stack = stack
+        self.activations = activations
+
+    def _is_weight(self, t: torch.Tensor) -> bool:
+        return t not in self.activations
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if not any(t in self.activations for t in inputs):
+            return out  # parameters / buffers / constants only: precomputable, free
+        cost = op_cost(func, args, kwargs, out, self._is_weight)
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.activations[t] = True
+        rec = self.stack[-1]
+        if cost is None:
+            rec.unknown_ops.add(op_name(func))
+        elif cost != ZERO:
+            rec.cost = _add(rec.cost, cost)
+            name = op_name(func)
+            rec.ops[name] = _add(rec.ops.get(name, ZERO), cost)
+        return out
+
+
+def _hooks(rec: _Record, stack: list[_Record]):
+    def pre(module: nn.Module, inputs: tuple) -> None:
+        if isinstance(module, nn.modules.conv._ConvNd):
+            inp = first_tensor(inputs)
+            if inp is not None and inp.dim() == module.weight.dim() - 1:
+                raise PrunekitError(f"{type(module).__name__} got an unbatched input of shape {list(inp.shape)}: "
+                                    "input_size must start with the batch dimension, e.g. (1, 3, 32, 32)")
         rec.calls += 1
+        stack.append(rec)
+
+    def post(module: nn.Module, inputs: tuple, output: Any) -> None:
+        if stack and stack[-1] is rec:
+            stack.pop()
         out = first_tensor(output)
         if out is not None:
             rec.output_shape = list(out.shape)
-        cost = module_cost(module, inputs, output)
-        if cost is None:
-            rec.unknown = True
-        elif not rec.unknown:
-            prev = rec.cost or ZERO
-            rec.cost = Cost(*(a + b for a, b in zip(prev, cost)))
-    return hook
+
+    return pre, post
 
 
-def _profile(model: nn.Module, input_size: Sequence[int]) -> tuple[tuple[int, ...], list[_Record]]:
-    """Run one hooked forward pass; return the checked input size and one finished record per reported module."""
+def _profile(model: nn.Module, input_size: Sequence[int]) -> tuple[tuple[int, ...], list[_Record], dict[str, Cost]]:
+    """Run one counted forward pass; return the checked input size and one finished record per reported module."""
     dims = check_shape("input_size", input_size, min_dims=2)
     records: list[_Record] = []
+    stack: list[_Record] = []
     handles = []
+    root: Optional[_Record] = None
     try:
         for name, m in model.named_modules():
-            leaf = next(m.children(), None) is None
-            if leaf or _direct_params(m) or isinstance(m, _OPAQUE):
-                rec = _Record(name or "<model>", m, leaf)
-                records.append(rec)
-                handles.append(m.register_forward_hook(_make_hook(rec)))
+            rec = _Record(name or "<model>", m, next(m.children(), None) is None)
+            root = root or rec
+            records.append(rec)
+            pre, post = _hooks(rec, stack)
+            handles.append(m.register_forward_pre_hook(pre, prepend=True))
+            handles.append(m.register_forward_hook(post, always_call=True))
+        stack.append(root)  # operators run outside any module's forward (none, normally) go to the model
         x = torch.zeros(dims, device=model_device(model), dtype=model_dtype(model))
+        activations = WeakIdKeyDictionary()
+        activations[x] = True
         with eval_mode(model), torch.no_grad():
             try:
-                model(x)
+                with _OpCounter(stack, activations):
+                    model(x)
             except (RuntimeError, ValueError, IndexError) as e:
                 raise PrunekitError(f"forward pass of {type(model).__name__} on an input of shape {list(dims)} "
                                     f"failed (wrong input_size?): {e}") from e
     finally:
         for h in handles:
             h.remove()
-    return dims, _finish(records, dims[0])
+    done = _finish(records, dims[0])
+    per_op: dict[str, Cost] = {}
+    for rec in done:
+        if rec.cost is not None:
+            for name, cost in rec.ops.items():
+                per_op[name] = _add(per_op.get(name, ZERO), cost)
+    return dims, done, {k: _per_sample(v, dims[0]) for k, v in sorted(per_op.items())}
 
 
 def _finish(records: list[_Record], batch: int) -> list[_Record]:
@@ -124,15 +215,17 @@ def _finish(records: list[_Record], batch: int) -> list[_Record]:
         if rec.calls == 0:
             if not has_params:
                 continue
-            rec.cost, rec.unknown, rec.note = ZERO, False, NOTE_NOT_CALLED
-        elif rec.unknown:
-            if has_params and (rec.leaf or isinstance(rec.module, _OPAQUE)):
-                rec.cost, rec.note = None, NOTE_UNKNOWN
-            else:
-                rec.cost, rec.unknown = ZERO, False
-                rec.note = NOTE_FREE if rec.leaf else NOTE_CONTAINER
+            rec.cost, rec.note = ZERO, NOTE_NOT_CALLED
+        elif rec.unknown_ops:
+            rec.cost, rec.note = None, NOTE_UNKNOWN.format(ops=", ".join(sorted(rec.unknown_ops)))
+        elif not any(rec.cost):
+            if not (rec.leaf or has_params):
+                continue
+            rec.note = NOTE_FREE if not has_params else ""
+        elif not rec.leaf:
+            rec.note = NOTE_CONTAINER
         if rec.cost is not None:
-            rec.cost = Cost(*((v + batch // 2) // batch for v in rec.cost))
+            rec.cost = _per_sample(rec.cost, batch)
         done.append(rec)
     return done
 
@@ -163,31 +256,39 @@ def count_flops(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32), *,
                 convention: str = "macs") -> FlopsReport:
     """Count MACs and FLOPs of ``model`` for one input of ``input_size`` (batch first; numbers per sample).
 
-    ``sparse=True`` counts only non-zero weights of conv/linear layers. ``convention`` is ``"macs"``
+    ``sparse=True`` counts only non-zero weights of conv/linear/matmul weights. ``convention`` is ``"macs"``
     (``flops = 2*macs``) or ``"rethinking"`` (see the module docstring). Rows in ``per_layer``: name, type,
     output_shape, calls, params, nonzero_params, macs, flops, note (``params`` = the module's own parameters,
-    frozen ones included).
+    frozen ones included; a container's row holds only the operators of its own ``forward``). ``per_op`` maps
+    each ATen operator (``"aten.relu"``) to its per-sample ``{"macs", "flops"}`` over the counted modules.
     """
     _check_convention(convention)
-    dims, records = _profile(model, input_size)
-    rows, unknown = [], []
+    dims, records, per_op = _profile(model, input_size)
+    rows, unknown, ops = [], [], set()
     total_macs = total_flops = 0
     for rec in records:
         macs, flops = _macs_flops(rec.cost, sparse, convention)
         if rec.cost is None:
             unknown.append(rec.name)
+            ops |= rec.unknown_ops
         else:
             total_macs += macs
             total_flops += flops
         rows.append({**_base_row(rec), "macs": macs, "flops": flops, "note": rec.note})
-    return FlopsReport(total_macs, total_flops, rows, convention, bool(sparse), unknown, dims)
+    by_op = {}
+    for name, cost in per_op.items():
+        macs, flops = _macs_flops(cost, sparse, convention)
+        if macs or flops:
+            by_op[name] = {"macs": macs, "flops": flops}
+    return FlopsReport(total_macs, total_flops, rows, convention, bool(sparse), unknown, dims, sorted(ops), by_op)
 
 
 def layer_table(model: nn.Module, input_size: Sequence[int], *, convention: str = "macs") -> list[dict[str, Any]]:
     """One row per module with parameters or compute: name, type, output_shape, calls, params, nonzero_params,
-    macs, sparse_macs, flops, sparse_flops (in ``convention``), note. Unknown types have ``None`` costs."""
+    macs, sparse_macs, flops, sparse_flops (in ``convention``), note. Modules with uncounted ops have ``None``
+    costs."""
     _check_convention(convention)
-    _, records = _profile(model, input_size)
+    _, records, _ = _profile(model, input_size)
     rows = []
     for rec in records:
         macs, flops = _macs_flops(rec.cost, False, convention)
@@ -203,7 +304,7 @@ def summarize(model: nn.Module, input_size: Sequence[int], *, convention: str = 
     """Size and compute of ``model`` for ``summary.json``: params, nonzero_params (trainable), macs, flops,
     sparse_macs, sparse_flops (per sample, ``flops`` in ``convention``) and ``flops_convention``."""
     _check_convention(convention)
-    _, records = _profile(model, input_size)
+    _, records, _ = _profile(model, input_size)
     totals = {"macs": 0, "flops": 0, "sparse_macs": 0, "sparse_flops": 0}
     for rec in records:
         if rec.cost is None:

@@ -5,8 +5,12 @@ ReLU -> dropout -> conv3x3, residual = the input, or a 1x1 conv on the **pre-act
 changes. Head BN -> ReLU -> global average pooling (``AvgPool2d(8)`` at 32x32) -> ``fc``.
 ``cfg`` = the ``3n`` widths of each block's first conv (iterative filter pruning touches only those).
 
-Dropout: 0.3 for ``wrn_28_10`` (the kesi / WRN-paper CIFAR setting); 0 for ``wrn_16_8`` and ``wrn_28_8``
-(no seed states a rate for them). Use :func:`wide_resnet` for other depths, widths or rates.
+Dropout (between the two convs of every block): 0.3 for every registered WRN, as the seeds train them:
+kesi's ``wrn_28_10`` and GPMT's ``wrn-16-8``, ``wrn-16-10``, ``wrn-22-8``, ``wrn-28-8`` (GPMT's ``wrn_models``
+table passes ``dropRate=0.3`` to all four). Set another rate with the model option
+``create_model("wrn_28_8", dropout=0.0)`` (CLI: ``prunekit train --dropout P``); it is saved in checkpoints.
+GPMT's WRN ends with ``log_softmax``; this one returns logits (the cross-entropy is the same). Use
+:func:`wide_resnet` for other depths or widths.
 """
 from __future__ import annotations
 
@@ -95,18 +99,29 @@ def wide_resnet(depth: int, widen: int, num_classes: int = 10, cfg: Sequence[int
     return model
 
 
-WRN_DROPOUT = {(28, 10): 0.3, (16, 8): 0.0, (28, 8): 0.0}
+# (depth, widen) -> (default dropout, the seed that trains it)
+WRN_DROPOUT = {(28, 10): 0.3, (16, 8): 0.3, (16, 10): 0.3, (22, 8): 0.3, (28, 8): 0.3}
+_WRN_SOURCE = {(28, 10): "kesi iterative L1-filter (Li et al. 2017), WRN paper CIFAR setting"}
 
 
 def _register(depth: int, widen: int) -> None:
-    drop = WRN_DROPOUT[(depth, widen)]
+    default_drop = WRN_DROPOUT[(depth, widen)]
+    name = f"wrn_{depth}_{widen}"
 
-    def build(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
-        return wide_resnet(depth, widen, num_classes, cfg, in_channels, drop_rate=drop)
+    def build(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3,
+              dropout: float = default_drop) -> nn.Module:
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise PrunekitError(f"{name}: option dropout must be a number in [0, 1), got {dropout!r}")
+        model = wide_resnet(depth, widen, num_classes, cfg, in_channels, drop_rate=float(dropout))
+        model.prunekit_options = {"dropout": float(dropout)}
+        return model
 
-    build.__name__ = f"wrn_{depth}_{widen}"
-    build.__doc__ = f"WRN-{depth}-{widen}, dropout {drop}; cfg = {3 * ((depth - 4) // 6)} first-conv widths."
-    register_model(f"wrn_{depth}_{widen}", family="wrn", source="wide residual network (GPMT)")(build)
+    build.__name__ = name
+    build.__doc__ = (f"WRN-{depth}-{widen}, dropout option (default {default_drop}); "
+                     f"cfg = {3 * ((depth - 4) // 6)} first-conv widths.")
+    register_model(name, family="wrn", source=_WRN_SOURCE.get((depth, widen), "GPMT wrn_models (dropRate 0.3)"),
+                   notes=f"dropout {default_drop} between the block convs (option 'dropout')",
+                   tags=("cifar", "options:dropout"))(build)
 
 
 for _d, _k in WRN_DROPOUT:

@@ -1,13 +1,27 @@
-"""Structured pruning with real channel removal: L1-norm filter pruning and network slimming.
+"""Structured pruning with real channel removal, for any traceable PyTorch model.
 
-Pruned models are physically smaller zoo models (rebuilt from their cfg); the channel plan (:mod:`.plan`) records
-which original channels every layer keeps, relative to the unpruned base model.
+* :mod:`.trace`, :mod:`.rules`, :mod:`.graph` — the dependency graph discovered from the model's own fx graph:
+  which channels must be removed together (groups), and every module dimension that slicing touches;
+* :mod:`.importance` — l1, l2, bn, taylor, random scores per channel;
+* :mod:`.pruner` — :func:`prune_structured` (uniform ratio, global ranking, MACs/params budgets), plans, slicing;
+* :mod:`.l1_filter`, :mod:`.slimming` — Li et al.'s named plans and kesi rounds, network slimming, on the graph;
+* :mod:`.plan` — the JSON channel plan, :func:`apply_plan`, :func:`compose_plans`;
+* :mod:`.verify` — exactness against the unpruned model whose consumers ignore the removed channels.
+
+Extension API: :func:`register_module_rule`, :func:`register_function_rule`, :func:`register_method_rule`.
 """
-from .core import StructuredResult, zeroed_reference
+from . import zoo_rules  # noqa: F401  (registers the rules of prunekit's own layers)
+from .graph import DependencyGraph, Group, build_graph
 from .l1_filter import NAMED_PLANS, iterative_round, prune_iterative, prune_l1_filter
 from .plan import apply_plan, compose_plans, plan_from_json, plan_to_json
+from .pruner import StructuredResult, graph_for, prune_structured
+from .rules import (ELEMENTWISE, OPAQUE_RULE, Ch, RuleContext, register_function_rule, register_method_rule,
+                    register_module_rule)
 from .slimming import BNL1Hook, BNMaskHook, prune_slimming, prune_slimming_mask
+from .verify import check_exact, zeroed_reference
 
-__all__ = ["StructuredResult", "zeroed_reference", "NAMED_PLANS", "iterative_round", "prune_iterative",
-           "prune_l1_filter", "apply_plan", "compose_plans", "plan_from_json", "plan_to_json", "BNL1Hook",
-           "BNMaskHook", "prune_slimming", "prune_slimming_mask"]
+__all__ = ["DependencyGraph", "Group", "build_graph", "NAMED_PLANS", "iterative_round", "prune_iterative",
+           "prune_l1_filter", "apply_plan", "compose_plans", "plan_from_json", "plan_to_json", "StructuredResult",
+           "graph_for", "prune_structured", "ELEMENTWISE", "OPAQUE_RULE", "Ch", "RuleContext",
+           "register_function_rule", "register_method_rule", "register_module_rule", "BNL1Hook", "BNMaskHook",
+           "prune_slimming", "prune_slimming_mask", "check_exact", "zeroed_reference"]

@@ -2,8 +2,10 @@
 
 Importance of a filter = L1 norm of its weights over (in, kh, kw), computed on the weights of the model being
 pruned. A layer with ratio ``p`` keeps the top ``floor(out·(1−p))`` filters (ties: lower index first); the
-kept filters stay in their original order. In residual nets only each block's first conv is pruned (its outputs,
-the BN after it and the second conv's inputs); VGG prunes any conv (its BN and the next conv / first Linear).
+kept filters stay in their original order. The paper's plans prune the *simple* groups of the dependency graph
+(one conv, its BN, its consumers): in residual nets that is each block's first conv, since every other conv
+feeds a residual sum; in VGG every conv. Stages are the graph's spatial resolutions. For any other model and for
+coupled groups (residual streams), use :func:`~prunekit.pruning.structured.pruner.prune_structured`.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import torch
 import torch.nn as nn
 
 from ...errors import PrunekitError, UnknownNameError, check_range
-from .core import Keep, StructuredResult, finish, guard_empty
-from .groups import ChannelGroup, describe
+from .graph import DependencyGraph, Group
+from .pruner import Keep, StructuredResult, finish, graph_for, guard_empty, keep_count, top_units
 
 VGG16_A_LAYERS = ("conv1_1", "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
 
@@ -57,12 +59,7 @@ ITERATIVE_SKIP: dict[str, tuple[str, ...]] = {
 }
 
 
-def keep_count(size: int, ratio: float) -> int:
-    """``floor(size·(1−ratio))``, robust to binary rounding (``10·(1−0.9)`` is 1, not 0)."""
-    return int(math.floor(size * (1.0 - ratio) + 1e-9))
-
-
-def _match(groups: Sequence[ChannelGroup], names: Sequence[str], what: str) -> set[str]:
+def _match(groups: Sequence[Group], names: Sequence[str], what: str) -> set[str]:
     by_alias = {a: g.name for g in groups for a in g.aliases}
     out = set()
     for n in names:
@@ -77,7 +74,7 @@ def _match(groups: Sequence[ChannelGroup], names: Sequence[str], what: str) -> s
     return out
 
 
-def layer_ratios(groups: Sequence[ChannelGroup], *, stage_ratios: Sequence[float] | None = None,
+def layer_ratios(groups: Sequence[Group], *, stage_ratios: Sequence[float] | None = None,
                  ratio: float | None = None, layers: Sequence[str] = (), skip: Sequence[str] = (),
                  skip_ids: Sequence[int] = ()) -> dict[str, float]:
     """Pruning ratio of every group.
@@ -122,14 +119,24 @@ def filter_norms(conv: nn.Conv2d) -> torch.Tensor:
 
 def top_filters(norms: torch.Tensor, n_keep: int) -> list[int]:
     """Indexes of the ``n_keep`` largest norms (ties: lower index first), in increasing order."""
-    order = torch.sort(norms, descending=True, stable=True).indices
-    return sorted(order[:n_keep].tolist())
+    return top_units(norms.numpy() if isinstance(norms, torch.Tensor) else norms, n_keep)
+
+
+def l1_groups(model: nn.Module, input_size: Sequence[int] | None = None) -> tuple[DependencyGraph, list[Group]]:
+    """The dependency graph of ``model`` and its groups that Li et al.'s plans prune (simple conv groups)."""
+    graph = graph_for(model, input_size)
+    groups = [g for g in graph.groups if g.simple and g.producer_types == ("conv",)]
+    if not groups:
+        raise PrunekitError(f"{getattr(model, 'prunekit_name', None) or type(model).__name__} has no conv whose "
+                            "filters can be removed on their own (every channel feeds a residual sum, a channel "
+                            "selection or the output); use network slimming or prune_structured")
+    return graph, groups
 
 
 @torch.no_grad()
-def l1_keep(model: nn.Module, groups: Sequence[ChannelGroup], ratios: Mapping[str, float], *,
+def l1_keep(model: nn.Module, groups: Sequence[Group], ratios: Mapping[str, float], *,
             strict_empty: bool = False, notes: list[str] | None = None) -> Keep:
-    """Kept filters of every group with a ratio > 0."""
+    """Kept filters of every group with a ratio > 0 (filter indexes of the group's conv)."""
     notes = notes if notes is not None else []
     mods = dict(model.named_modules())
     keep: Keep = {}
@@ -152,9 +159,10 @@ def resolve_named_plan(name: str) -> NamedPlan:
 
 def prune_l1_filter(model: nn.Module, *, plan: str | None = None, ratios: Sequence[float] | None = None,
                     skip: Sequence[str] = (), layers: Sequence[str] = (), ratio: float | None = None,
-                    strict_empty: bool = False) -> StructuredResult:
+                    strict_empty: bool = False, input_size: Sequence[int] | None = None,
+                    verify: bool = True) -> StructuredResult:
     """One-shot L1-norm filter pruning by a named ``plan`` or by per-stage ``ratios`` / ``skip`` (user plan)."""
-    groups = describe(model, "l1")
+    graph, groups = l1_groups(model, input_size)
     skip_ids: tuple[int, ...] = ()
     if plan is not None:
         np_ = resolve_named_plan(plan)
@@ -170,7 +178,16 @@ def prune_l1_filter(model: nn.Module, *, plan: str | None = None, ratios: Sequen
     per_layer = layer_ratios(groups, stage_ratios=ratios, ratio=ratio, layers=layers, skip=skip, skip_ids=skip_ids)
     notes: list[str] = []
     keep = l1_keep(model, groups, per_layer, strict_empty=strict_empty, notes=notes)
-    return finish(model, groups, keep, "l1-filter", notes, {"plan": plan, "ratios": per_layer})
+    return _verified(model, finish(graph, groups, keep, "l1-filter", notes, {"plan": plan, "ratios": per_layer}),
+                     graph, verify)
+
+
+def _verified(model: nn.Module, res: StructuredResult, graph: DependencyGraph, verify: bool) -> StructuredResult:
+    if verify:
+        from .verify import check_exact
+
+        check_exact(model, res, graph.example)
+    return res
 
 
 def iterative_defaults(name: str | None) -> tuple[NamedPlan, tuple[str, ...]]:
@@ -183,11 +200,12 @@ def iterative_defaults(name: str | None) -> tuple[NamedPlan, tuple[str, ...]]:
 
 
 def iterative_round(model: nn.Module, *, ratios: Sequence[float] | None = None, skip: Sequence[str] | None = None,
-                    strict_empty: bool = False) -> StructuredResult:
+                    strict_empty: bool = False, input_size: Sequence[int] | None = None,
+                    verify: bool = True) -> StructuredResult:
     """One round of iterative filter pruning on a (possibly already pruned) model: each prunable layer loses
     ``p`` of its **remaining** filters (defaults: the kesi schedule of the model). Finetune between rounds is the
     caller's job."""
-    groups = describe(model, "l1")
+    graph, groups = l1_groups(model, input_size)
     layers: tuple[str, ...] = ()
     ratio = None
     if ratios is None:
@@ -198,7 +216,8 @@ def iterative_round(model: nn.Module, *, ratios: Sequence[float] | None = None, 
     per_layer = layer_ratios(groups, stage_ratios=ratios, ratio=ratio, layers=layers, skip=skip or ())
     notes: list[str] = []
     keep = l1_keep(model, groups, per_layer, strict_empty=strict_empty, notes=notes)
-    return finish(model, groups, keep, "l1-filter-iterative", notes, {"ratios": per_layer})
+    return _verified(model, finish(graph, groups, keep, "l1-filter-iterative", notes, {"ratios": per_layer}),
+                     graph, verify)
 
 
 def prune_iterative(model: nn.Module, rounds: int, **kwargs) -> list[StructuredResult]:

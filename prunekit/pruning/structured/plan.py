@@ -2,19 +2,24 @@
 
 A plan is a dict (JSON-able, stored as checkpoint meta ``plan`` and as ``plan.json``)::
 
-    {"format": "prunekit-plan/1", "model": "resnet56", "base_cfg": null, "cfg": [...], "method": "l1-filter",
+    {"format": "prunekit-plan/2", "model": "resnet56", "base_cfg": null, "cfg": [...], "method": "l1-filter",
      "modules": {"layer1.0.conv1": {"out": [0, 2, ...], "out_full": 16},
                  "layer1.0.bn1":   {"out": [0, 2, ...], "out_full": 16},
                  "layer1.0.conv2": {"in":  [0, 2, ...], "in_full": 16},
                  "layer1.0.select": {"select": [1, 5, ...], "select_full": 64},
-                 "fc": {"in": [...], "in_full": 64, "in_group": 1}},
+                 "layer2.0.shortcut": {"custom": [...], "custom_full": 16},
+                 "fc": {"in": [...], "in_full": 64}},
+     "params": {"blocks.0.gamma@0": {"param": "blocks.0.gamma", "dim": 0, "kept": [...], "full": 96}},
      "groups": {"layer1.0.conv1": {"kept": [0, 2, ...], "full": 16}, ...}}
 
-Index lists are positions in the *base* model (``create_model(model, cfg=base_cfg)``; ``base_cfg`` null = the
-default full model). ``out`` slices Conv2d/Linear outputs (weight dim 0 and bias) and BatchNorm channels (weight,
-bias, running stats); ``in`` slices Conv2d weight dim 1 or Linear columns (``in_group`` columns per channel when a
-flattened feature map feeds the Linear); ``select`` sets a :class:`~prunekit.models.layers.ChannelSelection`.
-``cfg`` is the zoo cfg of the pruned model (null when the shape is not expressible as a cfg).
+Index lists are positions in the *base* model (the dense model the builder makes; ``base_cfg`` null = the default
+full model). ``out`` slices Conv/Linear outputs (weight dim 0 and bias) and norm layers (BatchNorm, InstanceNorm,
+GroupNorm by whole groups, PReLU); ``in`` slices Conv weight dim 1 (grouped convs: the same positions in every
+group; depthwise convs lose whole groups) or Linear columns (a flattened feature map is listed column by column;
+plans of format ``/1`` give ``in_group`` columns per channel instead); ``select`` sets a
+:class:`~prunekit.models.layers.ChannelSelection`; ``custom`` is passed to the slicer registered for the module's
+class; ``params`` slices parameters and buffers that no layer owns (layer-scale γ, class tokens). ``cfg`` is the zoo
+cfg of the pruned model (null when the shape is not expressible as a cfg).
 
 :func:`apply_plan` turns a freshly built base model into the pruned one. It is idempotent per module: a module
 already at the pruned width (e.g. built from the pruned ``cfg``) is left alone, so loading works either way.
@@ -30,7 +35,8 @@ import torch.nn as nn
 
 from ...errors import CheckpointError, PrunekitError
 
-PLAN_FORMAT = "prunekit-plan/1"
+PLAN_FORMAT = "prunekit-plan/2"
+PLAN_FORMATS = ("prunekit-plan/1", PLAN_FORMAT)  # /1: no "params"/"custom" entries; read as is
 Plan = dict[str, Any]
 
 
@@ -42,7 +48,7 @@ def new_plan(model_name: str | None, *, base_cfg: list[Any] | None = None, metho
 
 def check_plan(plan: Any) -> Plan:
     """Validate the structure of a plan dict (e.g. read from JSON); raise :class:`CheckpointError` if malformed."""
-    if not isinstance(plan, Mapping) or plan.get("format") != PLAN_FORMAT:
+    if not isinstance(plan, Mapping) or plan.get("format") not in PLAN_FORMATS:
         fmt = plan.get("format") if isinstance(plan, Mapping) else type(plan).__name__
         raise CheckpointError(f"not a channel plan (expected format {PLAN_FORMAT!r}, got {fmt!r})")
     modules = plan.get("modules")
@@ -51,7 +57,7 @@ def check_plan(plan: Any) -> Plan:
     for name, entry in modules.items():
         if not isinstance(entry, Mapping):
             raise CheckpointError(f"channel plan entry for module {name!r} is not a mapping")
-        for key in ("out", "in", "select"):
+        for key in ("out", "in", "select", "custom"):
             if key in entry:
                 idx = entry[key]
                 full = entry.get(f"{key}_full")
@@ -61,6 +67,17 @@ def check_plan(plan: Any) -> Plan:
                     raise CheckpointError(f"channel plan: {name}.{key} indexes out of range of {key}_full={full}")
                 if sorted(set(idx)) != idx:
                     raise CheckpointError(f"channel plan: {name}.{key} must be strictly increasing")
+    params = plan.get("params", {})
+    if not isinstance(params, Mapping):
+        raise CheckpointError("channel plan 'params' must be a mapping")
+    for key, entry in params.items():
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("param"), str):
+            raise CheckpointError(f"channel plan: params entry {key!r} must name its parameter")
+        kept, full, dim = entry.get("kept"), entry.get("full"), entry.get("dim")
+        if not isinstance(dim, int) or dim < 0 or not isinstance(full, int) or not isinstance(kept, list) or \
+                not all(isinstance(i, int) and 0 <= i < full for i in kept) or sorted(set(kept)) != kept:
+            raise CheckpointError(f"channel plan: params entry {key!r} needs dim, full and strictly increasing "
+                                  "kept positions in range")
     return dict(plan)
 
 
@@ -96,17 +113,55 @@ def _needs_slice(name: str, key: str, current: int, entry: Mapping[str, Any]) ->
                           f"{full} (base) or {kept} (pruned)")
 
 
-def _slice_out(name: str, m: nn.Module, idx: torch.Tensor, entry: Mapping[str, Any]) -> None:
-    if isinstance(m, nn.Conv2d):
-        if not _needs_slice(name, "out", m.out_channels, entry):
-            return
-        if m.groups != 1:
-            raise PrunekitError(f"channel plan: grouped conv {name!r} (groups={m.groups}) cannot be sliced")
-        m.weight = _param(m.weight.data.index_select(0, idx), m.weight)
+def _local(name: str, idx: list[int], groups: int, per: int, what: str) -> list[int]:
+    """Positions inside one group of a grouped layer, checked to be the same in every group."""
+    if len(idx) % groups:
+        raise CheckpointError(f"channel plan: {what} of grouped conv {name!r} keeps {len(idx)} channels, not a "
+                              f"multiple of its {groups} groups")
+    k = len(idx) // groups
+    local = [i % per for i in idx[:k]]
+    if idx != [g * per + l for g in range(groups) for l in local]:
+        raise CheckpointError(f"channel plan: {what} of grouped conv {name!r} must keep the same positions in "
+                              "every group")
+    return local
+
+
+def _slice_conv(name: str, m: nn.modules.conv._ConvNd, entry: Mapping[str, Any]) -> None:
+    """Conv outputs (weight dim 0, bias) and inputs (weight dim 1; per group for grouped convs; depthwise convs
+    lose whole groups)."""
+    g = m.groups
+    depthwise = g > 1 and m.weight.shape[1] == 1
+    do_in = "in" in entry and _needs_slice(name, "in", m.in_channels, entry)
+    do_out = "out" in entry and _needs_slice(name, "out", m.out_channels, entry)
+    dev = m.weight.device
+    w = m.weight.data
+    if do_out:
+        out = entry["out"]
+        if g > 1 and not depthwise:
+            _local(name, out, g, m.out_channels // g, "output")
+        w = w.index_select(0, torch.tensor(out, dtype=torch.long, device=dev))
         if m.bias is not None:
-            m.bias = _param(m.bias.data.index_select(0, idx), m.bias)
-        m.out_channels = int(idx.numel())
-    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.bias = _param(m.bias.data.index_select(0, torch.tensor(out, dtype=torch.long, device=dev)), m.bias)
+        m.out_channels = len(out)
+    if do_in:
+        idx = entry["in"]
+        if depthwise:
+            m.groups = len(idx)
+        elif g > 1:
+            local = _local(name, idx, g, m.in_channels // g, "input")
+            w = w.index_select(1, torch.tensor(local, dtype=torch.long, device=dev))
+        else:
+            w = w.index_select(1, torch.tensor(idx, dtype=torch.long, device=dev))
+        m.in_channels = len(idx)
+    if depthwise and m.out_channels % m.groups:
+        raise CheckpointError(f"channel plan: depthwise conv {name!r} would have {m.out_channels} outputs for "
+                              f"{m.groups} groups")
+    if do_in or do_out:
+        m.weight = _param(w, m.weight)
+
+
+def _slice_out(name: str, m: nn.Module, idx: torch.Tensor, entry: Mapping[str, Any]) -> None:
+    if isinstance(m, nn.modules.batchnorm._NormBase):  # BatchNorm*, SyncBatchNorm, InstanceNorm*
         if not _needs_slice(name, "out", m.num_features, entry):
             return
         if m.weight is not None:
@@ -116,6 +171,21 @@ def _slice_out(name: str, m: nn.Module, idx: torch.Tensor, entry: Mapping[str, A
             m.running_mean = m.running_mean.index_select(0, idx).clone()
             m.running_var = m.running_var.index_select(0, idx).clone()
         m.num_features = int(idx.numel())
+    elif isinstance(m, nn.GroupNorm):
+        if not _needs_slice(name, "out", m.num_channels, entry):
+            return
+        per = m.num_channels // m.num_groups
+        if idx.numel() % per:
+            raise CheckpointError(f"channel plan: GroupNorm {name!r} must lose whole groups of {per} channels")
+        if m.weight is not None:
+            m.weight = _param(m.weight.data.index_select(0, idx), m.weight)
+            m.bias = _param(m.bias.data.index_select(0, idx), m.bias)
+        m.num_channels, m.num_groups = int(idx.numel()), int(idx.numel()) // per
+    elif isinstance(m, nn.PReLU):
+        if not _needs_slice(name, "out", m.num_parameters, entry):
+            return
+        m.weight = _param(m.weight.data.index_select(0, idx), m.weight)
+        m.num_parameters = int(idx.numel())
     elif isinstance(m, nn.Linear):
         if not _needs_slice(name, "out", m.out_features, entry):
             return
@@ -128,16 +198,10 @@ def _slice_out(name: str, m: nn.Module, idx: torch.Tensor, entry: Mapping[str, A
 
 
 def _slice_in(name: str, m: nn.Module, idx: torch.Tensor, entry: Mapping[str, Any]) -> None:
-    if isinstance(m, nn.Conv2d):
-        if not _needs_slice(name, "in", m.in_channels, entry):
-            return
-        if m.groups != 1:
-            raise PrunekitError(f"channel plan: grouped conv {name!r} (groups={m.groups}) cannot be sliced")
-        m.weight = _param(m.weight.data.index_select(1, idx), m.weight)
-        m.in_channels = int(idx.numel())
-    elif isinstance(m, nn.Linear):
-        group = int(entry.get("in_group", 1))
-        cols = (idx.view(-1, 1) * group + torch.arange(group).view(1, -1)).flatten() if group > 1 else idx
+    if isinstance(m, nn.Linear):
+        group = int(entry.get("in_group", 1))  # plans of format /1: columns per channel of a flattened map
+        cols = (idx.view(-1, 1) * group + torch.arange(group, device=idx.device).view(1, -1)).flatten() \
+            if group > 1 else idx
         fake = {"in": list(range(len(entry["in"]) * group)), "in_full": entry["in_full"] * group}
         if not _needs_slice(name, "in", m.in_features, fake):
             return
@@ -155,6 +219,41 @@ def _set_select(name: str, m: nn.Module, kept: list[int], full: int) -> None:
     m.set_kept(kept)
 
 
+def _slice_param(model: nn.Module, key: str, entry: Mapping[str, Any]) -> None:
+    """Slice a parameter or buffer that is not owned by a known layer (e.g. a layer-scale γ or a class token)."""
+    qual, dim, kept, full = entry["param"], int(entry["dim"]), list(entry["kept"]), int(entry["full"])
+    owner_name, _, attr = qual.rpartition(".")
+    try:
+        owner = model.get_submodule(owner_name) if owner_name else model
+    except AttributeError:
+        raise CheckpointError(f"channel plan names parameter {qual!r}, which the model does not have") from None
+    t = getattr(owner, attr, None)
+    if not isinstance(t, torch.Tensor) or dim >= t.dim():
+        raise CheckpointError(f"channel plan names parameter {qual!r} (dim {dim}), which the model does not have")
+    if t.shape[dim] == len(kept) and len(kept) != full:
+        return
+    if t.shape[dim] != full:
+        raise CheckpointError(f"channel plan: parameter {qual!r} has size {t.shape[dim]} on dim {dim}, the plan "
+                              f"expects {full} (base) or {len(kept)} (pruned)")
+    idx = torch.tensor(kept, dtype=torch.long, device=t.device)
+    with torch.no_grad():
+        new = t.data.index_select(dim, idx).contiguous().clone()
+    if isinstance(t, nn.Parameter):
+        setattr(owner, attr, nn.Parameter(new, requires_grad=t.requires_grad))
+    else:
+        owner.register_buffer(attr, new, persistent=attr not in owner._non_persistent_buffers_set)
+
+
+def _slice_custom(name: str, m: nn.Module, entry: Mapping[str, Any]) -> None:
+    from .rules import slicer_for
+
+    slicer = slicer_for(m)
+    if slicer is None:
+        raise PrunekitError(f"channel plan: module {name!r} ({type(m).__name__}) has a custom entry but no slicer "
+                            "is registered for its class (register_module_rule(cls, rule, slicer=...))")
+    slicer(m, list(entry["custom"]), int(entry["custom_full"]))
+
+
 @torch.no_grad()
 def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
     """Slice ``model`` in place to the shapes of ``plan`` (weights sliced along) and return it.
@@ -167,15 +266,22 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
     for name, entry in plan["modules"].items():
         if name not in modules:
             raise CheckpointError(f"channel plan names module {name!r}, which "
-                                  f"{getattr(model, 'prunekit_name', type(model).__name__)} does not have")
+                                  f"{getattr(model, 'prunekit_name', None) or type(model).__name__} does not have")
         m = modules[name]
         dev = next(iter(m.parameters()), torch.empty(0)).device
-        if "out" in entry:
-            _slice_out(name, m, torch.tensor(entry["out"], dtype=torch.long, device=dev), entry)
-        if "in" in entry:
-            _slice_in(name, m, torch.tensor(entry["in"], dtype=torch.long, device=dev), entry)
+        if isinstance(m, nn.modules.conv._ConvNd):
+            _slice_conv(name, m, entry)
+        else:
+            if "out" in entry:
+                _slice_out(name, m, torch.tensor(entry["out"], dtype=torch.long, device=dev), entry)
+            if "in" in entry:
+                _slice_in(name, m, torch.tensor(entry["in"], dtype=torch.long, device=dev), entry)
         if "select" in entry:
             _set_select(name, m, entry["select"], entry["select_full"])
+        if "custom" in entry:
+            _slice_custom(name, m, entry)
+    for key, entry in plan.get("params", {}).items():
+        _slice_param(model, key, entry)
     model.prunekit_plan = copy.deepcopy(dict(plan))
     if plan.get("cfg") is not None:
         model.prunekit_cfg = copy.deepcopy(plan["cfg"])
@@ -204,7 +310,7 @@ def compose_plans(first: Mapping[str, Any] | None, second: Mapping[str, Any]) ->
     out["method"] = second.get("method") or first.get("method")
     for name, e2 in second["modules"].items():
         e1 = out["modules"].setdefault(name, {})
-        for key in ("out", "in"):
+        for key in ("out", "in", "custom"):
             if key in e2:
                 if key in e1 and len(e1[key]) != e2[f"{key}_full"]:
                     raise CheckpointError(f"cannot compose plans: {name}.{key} has {len(e1[key])} channels after the "
@@ -215,6 +321,17 @@ def compose_plans(first: Mapping[str, Any] | None, second: Mapping[str, Any]) ->
             e1["in_group"] = e2["in_group"]
         if "select" in e2:
             e1["select"], e1["select_full"] = list(e2["select"]), e2["select_full"]
+    out["format"] = PLAN_FORMAT
+    params = out.setdefault("params", {})
+    for key, p2 in second.get("params", {}).items():
+        p1 = params.get(key)
+        if p1 is None:
+            params[key] = copy.deepcopy(dict(p2))
+        else:
+            if len(p1["kept"]) != p2["full"]:
+                raise CheckpointError(f"cannot compose plans: parameter {key} has {len(p1['kept'])} positions after "
+                                      f"the first plan, the second expects {p2['full']}")
+            params[key] = {**p1, "kept": [p1["kept"][i] for i in p2["kept"]]}
     for gname, g2 in second.get("groups", {}).items():
         g1 = out["groups"].get(gname)
         if g1 is not None and not g2.get("select") and len(g1["kept"]) == g2["full"]:

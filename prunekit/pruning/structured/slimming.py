@@ -18,10 +18,10 @@ import torch
 import torch.nn as nn
 
 from ...engine.hooks import Hook
-from ...errors import check_range
+from ...errors import PrunekitError, check_range
 from ..masks import Masks, MaskHook
-from .core import Keep, StructuredResult, candidates, channel_rows, finish, guard_empty, zeroed_reference
-from .groups import ChannelGroup, describe
+from .graph import DependencyGraph, Group
+from .pruner import Keep, StructuredResult, candidates, channel_rows, finish, graph_for, guard_empty
 
 _BN_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
@@ -72,76 +72,122 @@ def global_threshold(model: nn.Module, percent: float) -> tuple[float, int]:
     return float(torch.sort(gammas).values[int(total * percent)]), total
 
 
+def slimming_groups(model: nn.Module, input_size: Sequence[int] | None = None
+                    ) -> tuple[DependencyGraph, list[Group]]:
+    """The dependency graph of ``model`` and the groups slimming prunes (see the module docstring)."""
+    graph = graph_for(model, input_size)
+    groups = []
+    for g in graph.groups:
+        if g.select is not None and g.select in graph.select_scores:
+            groups.append(g)
+        elif g.select is None and len(g.norms) == 1 and g.norm_types == ("BatchNorm2d",) and len(g.producers) == 1 \
+                and not g.params and all(len(p) == 1 for p in g.positions[("norm", g.norms[0])]):
+            groups.append(g)
+    if not groups:
+        raise PrunekitError(f"{getattr(model, 'prunekit_name', None) or type(model).__name__} has no BatchNorm2d "
+                            "whose channels can be removed: network slimming needs conv -> BN layers")
+    return graph, groups
+
+
+def _gamma_of(graph: DependencyGraph, g: Group) -> tuple[torch.Tensor, list[int]]:
+    """|γ| over the group's BN (full width) and the candidate positions into it."""
+    if g.select is not None:
+        bn_name, _ = graph.select_scores[g.select]
+    else:
+        bn_name = g.norms[0]
+    gamma = graph.modules[bn_name].weight.detach().abs().to("cpu", torch.float64)
+    if g.select is not None:
+        return gamma, candidates(graph, g)
+    return gamma, [p[0] for p in g.positions[("norm", bn_name)]]
+
+
 @torch.no_grad()
-def slimming_keep(model: nn.Module, groups: Sequence[ChannelGroup], thr: float, *, strict_empty: bool = False,
+def slimming_keep(graph: DependencyGraph, groups: Sequence[Group], thr: float, *, strict_empty: bool = False,
                   guard: bool = True, notes: list[str] | None = None, percent: float | None = None) -> Keep:
-    """Channels with ``|γ| > thr`` of every group (among those it has now)."""
+    """Channels with ``|γ| > thr`` of every group (among those it has now), in :func:`candidates` terms."""
     notes = notes if notes is not None else []
-    mods = dict(model.named_modules())
     keep: Keep = {}
     for g in groups:
-        gamma = mods[g.bn].weight.detach().abs().to("cpu", torch.float64)
-        cand = candidates(model, g)
-        kept = [c for c in cand if float(gamma[c]) > thr]
+        gamma, pos = _gamma_of(graph, g)
+        cand = candidates(graph, g)
+        kept = [c for c, p in zip(cand, pos) if float(gamma[p]) > thr]
         if guard and cand:
-            best = max(cand, key=lambda c: (float(gamma[c]), -c))
+            best = max(zip(cand, pos), key=lambda cp: (float(gamma[cp[1]]), -cp[0]))[0]
             kept = guard_empty(g, kept, best, strict=strict_empty, what=f"slimming at percent {percent}",
                                notes=notes)
         keep[g.name] = kept
     return keep
 
 
-def _info(model: nn.Module, groups: Sequence[ChannelGroup], keep: Keep, thr: float, total: int,
+def _info(graph: DependencyGraph, groups: Sequence[Group], keep: Keep, thr: float, total: int,
           percent: float) -> dict[str, Any]:
-    before = sum(len(candidates(model, g)) for g in groups)
+    before = sum(len(candidates(graph, g)) for g in groups)
     after = sum(len(keep[g.name]) for g in groups)
     return {"percent": percent, "threshold": thr, "bn_channels_total": total, "channels_before": before,
             "channels_kept": after, "channels_pruned": before - after,
             "realised_percent": round((before - after) / before, 6) if before else 0.0}
 
 
-def prune_slimming(model: nn.Module, percent: float, *, strict_empty: bool = False) -> StructuredResult:
-    """Network slimming with physical channel removal (vgg11-19, preresnet164, densenet40)."""
-    groups = describe(model, "bn")
+def prune_slimming(model: nn.Module, percent: float, *, strict_empty: bool = False,
+                   input_size: Sequence[int] | None = None, verify: bool = True) -> StructuredResult:
+    """Network slimming with physical channel removal on any model with conv -> BatchNorm2d layers."""
+    check_range("--percent", percent, 0.0, 1.0, high_open=True)
+    graph, groups = slimming_groups(model, input_size)
     thr, total = global_threshold(model, percent)
     notes: list[str] = []
-    keep = slimming_keep(model, groups, thr, strict_empty=strict_empty, notes=notes, percent=percent)
-    return finish(model, groups, keep, "slimming", notes, _info(model, groups, keep, thr, total, percent))
+    keep = slimming_keep(graph, groups, thr, strict_empty=strict_empty, notes=notes, percent=percent)
+    res = finish(graph, groups, keep, "slimming", notes, _info(graph, groups, keep, thr, total, percent))
+    if verify:
+        from .verify import check_exact
+
+        check_exact(model, res, graph.example)
+    return res
 
 
 @torch.no_grad()
-def bn_masks(model: nn.Module, groups: Sequence[ChannelGroup], keep: Mapping[str, list[int]]) -> Masks:
-    """Bool masks on ``<bn>.weight`` / ``<bn>.bias`` that are False on the channels not kept."""
-    mods = dict(model.named_modules())
+def bn_masks(graph: DependencyGraph, groups: Sequence[Group], keep: Mapping[str, list[int]]) -> Masks:
+    """Bool masks on ``<bn>.weight`` / ``<bn>.bias`` that are False on the channels not kept (channels outside a
+    selection are dead already: their values are left untouched)."""
     masks: Masks = {}
     for g in groups:
-        bn = mods[g.bn]
-        m = torch.zeros(bn.num_features, dtype=torch.bool)
-        m[list(keep[g.name])] = True
-        if g.select:  # channels outside the current selection are dead already: keep their values untouched
-            outside = torch.ones(bn.num_features, dtype=torch.bool)
-            outside[candidates(model, g)] = False
-            m |= outside
-        masks[f"{g.bn}.weight"] = m
-        masks[f"{g.bn}.bias"] = m.clone()
+        gamma, pos = _gamma_of(graph, g)
+        bn_name = graph.select_scores[g.select][0] if g.select is not None else g.norms[0]
+        m = torch.ones(gamma.numel(), dtype=torch.bool)
+        kept = set(keep[g.name])
+        for c, p in zip(candidates(graph, g), pos):
+            if c not in kept:
+                m[p] = False
+        masks[f"{bn_name}.weight"] = m
+        masks[f"{bn_name}.bias"] = m.clone()
     return masks
 
 
-def prune_slimming_mask(model: nn.Module, percent: float) -> tuple[nn.Module, Masks, StructuredResult]:
+@torch.no_grad()
+def _masked_copy(model: nn.Module, masks: Masks) -> nn.Module:
+    out = copy.deepcopy(model)
+    params = dict(out.named_parameters())
+    for k, m in masks.items():
+        params[k].mul_(m.to(params[k].device, params[k].dtype))
+    return out
+
+
+def prune_slimming_mask(model: nn.Module, percent: float, *, input_size: Sequence[int] | None = None
+                        ) -> tuple[nn.Module, Masks, StructuredResult]:
     """The mask implementation: ``(masked copy of model, BN γ/β masks, result)``; nothing is removed.
 
     ``result.model`` is the masked copy (same as the first item); ``result.plan`` is None-like (empty).
     """
-    groups = describe(model, "bn")
+    check_range("--percent", percent, 0.0, 1.0, high_open=True)
+    graph, groups = slimming_groups(model, input_size)
     thr, total = global_threshold(model, percent)
-    keep = slimming_keep(model, groups, thr, guard=False)
-    masked = zeroed_reference(model, groups, keep)
-    masks = bn_masks(model, groups, keep)
-    info = _info(model, groups, keep, thr, total, percent)
+    keep = slimming_keep(graph, groups, thr, guard=False)
+    masks = bn_masks(graph, groups, keep)
+    masked = _masked_copy(model, masks)
+    info = _info(graph, groups, keep, thr, total, percent)
     info["empty_layers"] = [g.name for g in groups if not keep[g.name]]
     plan = getattr(model, "prunekit_plan", None)
     if plan is not None:
         masked.prunekit_plan = copy.deepcopy(plan)
-    res = StructuredResult(model=masked, plan=plan or {}, keep=keep, rows=channel_rows(model, groups, keep),
-                           info=info)
+    res = StructuredResult(model=masked, plan=plan or {}, keep=keep, rows=channel_rows(graph, groups, keep),
+                           info=info, graph=graph)
     return masked, masks, res

@@ -1,13 +1,19 @@
-"""Checks that channel removal is exact, and a stand-in for trained BN statistics when no trained model exists."""
+"""Exactness of channel removal, checked against an independent reference.
+
+The reference is the *unpruned* model in which every consumer of a removed channel ignores it: the input
+columns of that channel are zeroed in every conv/linear that reads it (per group for grouped convs). Removing the
+channels for real must give the same outputs; a wrong coupling shows up as a shape error or a difference. The
+zeroing uses only the plan's positions, never the pruned model.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
-from .core import StructuredResult, zeroed_reference
-from .groups import describe
+from ...errors import PrunekitError
 
 
 @torch.no_grad()
@@ -27,18 +33,90 @@ def randomize_bn(model: nn.Module, seed: int = 0, *, gamma_scale: float = 1.0) -
 
 
 @torch.no_grad()
-def removal_error(original: nn.Module, result: StructuredResult, kind: str, input_size: Sequence[int],
-                  batch: int = 2, seed: int = 0) -> float:
-    """Max |pruned(x) − reference(x)| over a random batch, in eval mode, where the reference is ``original`` with
-    γ and β of every removed channel set to zero (``kind``: ``"l1"`` or ``"bn"``, the groups that were pruned)."""
-    ref = zeroed_reference(original, describe(original, kind), result.keep).eval()
-    was = result.model.training
-    result.model.eval()
-    x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(seed))
+def zeroed_reference(model: nn.Module, step_plan: Mapping[str, Any]) -> nn.Module:
+    """A copy of ``model`` (the model ``step_plan`` was made for) whose conv/linear layers ignore every input
+    channel the plan removes (those weight columns set to 0). Depthwise convs are not mixers: their removed
+    channels are removed from their outputs too, and later consumers ignore them."""
+    ref = copy.deepcopy(model)
+    mods = dict(ref.named_modules())
+    for name, entry in step_plan.get("modules", {}).items():
+        if "in" not in entry or name not in mods:
+            continue
+        m = mods[name]
+        full = entry["in_full"]
+        removed = sorted(set(range(full)) - set(entry["in"]))
+        if not removed:
+            continue
+        if isinstance(m, nn.Linear):
+            group = int(entry.get("in_group", 1))
+            cols = [c * group + k for c in removed for k in range(group)]
+            m.weight[:, cols] = 0.0
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            g = m.groups
+            if g == 1:
+                m.weight[:, removed] = 0.0
+            elif m.weight.shape[1] > 1:  # grouped: input p is local p % n_in of group p // n_in
+                n_in, n_out = m.in_channels // g, m.out_channels // g
+                for p in removed:
+                    grp, local = divmod(p, n_in)
+                    m.weight[grp * n_out:(grp + 1) * n_out, local] = 0.0
+    return ref
+
+
+def _outputs(y: Any) -> list[torch.Tensor]:
+    if isinstance(y, torch.Tensor):
+        return [y]
+    if isinstance(y, (list, tuple)):
+        return [t for x in y for t in _outputs(x)]
+    if isinstance(y, dict):
+        return [t for x in y.values() for t in _outputs(x)]
+    return []
+
+
+@torch.no_grad()
+def output_difference(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """``(max |a(x) − b(x)|, that divided by max |a(x)|)`` over all outputs, both models in eval mode."""
+    wa, wb = a.training, b.training
+    a.eval()
+    b.eval()
     try:
-        return float((ref(x) - result.model(x)).abs().max())
+        ya, yb = _outputs(a(*example)), _outputs(b(*example))
     finally:
-        result.model.train(was)
+        a.train(wa)
+        b.train(wb)
+    if len(ya) != len(yb) or any(x.shape != y.shape for x, y in zip(ya, yb)):
+        raise PrunekitError("the pruned model's outputs have other shapes than the original's")
+    diff = max(float((x.float() - y.float()).abs().max()) for x, y in zip(ya, yb)) if ya else 0.0
+    scale = max(float(x.float().abs().max()) for x in ya) if ya else 0.0
+    return diff, diff / scale if scale > 0 else diff
+
+
+def step_plan_of(result: Any) -> Mapping[str, Any]:
+    """The plan of this step alone (relative to the model that was pruned)."""
+    return getattr(result, "step_plan", None) or {}
+
+
+def check_exact(original: nn.Module, result: Any, example: Sequence[torch.Tensor], *,
+                tolerance: float = 1e-5) -> tuple[float, float]:
+    """Compare ``result.model`` with :func:`zeroed_reference` of ``original``; record ``max_abs_diff`` and
+    ``rel_diff`` in ``result.info``; raise if the relative difference exceeds ``tolerance`` (a bug, not a user
+    error: it keeps its traceback)."""
+    ref = zeroed_reference(original, step_plan_of(result))
+    diff, rel = output_difference(ref, result.model, example)
+    result.info["max_abs_diff"] = diff
+    result.info["rel_diff"] = rel
+    if rel > tolerance:
+        raise AssertionError(f"structured pruning is not exact: max |pruned - reference| = {diff:.3g} "
+                             f"(relative {rel:.3g} > {tolerance:g})")
+    return diff, rel
+
+
+def removal_error(original: nn.Module, result: Any, input_size: Sequence[int], batch: int = 2,
+                  seed: int = 0) -> float:
+    """Max |pruned(x) − reference(x)| over a random batch (see :func:`zeroed_reference`)."""
+    x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(seed))
+    ref = zeroed_reference(original, step_plan_of(result))
+    return output_difference(ref, result.model, (x,))[0]
 
 
 def cumulative_keep(plan: dict) -> dict[str, list[int]]:

@@ -1,0 +1,157 @@
+"""Channel importance of a group: one score per unit (the channels removed together), higher = keep.
+
+Criteria (``criterion=``):
+
+* ``"l1"`` / ``"l2"`` — norm of each producer's filter (Li et al. 2017: L1 of the conv weight over in×kh×kw);
+* ``"bn"`` — |γ| of the norm layers over the channels (network slimming); for a ChannelSelection group, γ of the
+  BatchNorm that feeds the selection;
+* ``"taylor"`` — first-order Taylor (Molchanov et al. 2019): ``(Σ w·∂L/∂w)²`` over the group's producer and norm
+  parameters of each unit, with gradients accumulated over a few batches (:func:`accumulate_gradients`);
+* ``"random"`` — seeded uniform scores (the baseline).
+
+A group with several sites of a kind (a residual stream: many convs and BNs) reduces the per-site scores with
+``reduction="sum" | "mean" | "max"``. Groups without a producer fall back to their norm's |γ| for l1/l2, and to the
+column norm of their consumers when they have no norm either.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ...errors import PrunekitError, UnknownNameError
+from .graph import DependencyGraph, Group
+
+CRITERIA = ("l1", "l2", "bn", "taylor", "random")
+REDUCTIONS = ("sum", "mean", "max")
+
+
+def _rows(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    return t.detach().to("cpu", torch.float64).movedim(dim, 0).flatten(1)
+
+
+def _per_unit(values: torch.Tensor, positions: list[list[int]], how: str = "sum") -> np.ndarray:
+    v = values.numpy()
+    if how == "max":
+        return np.array([v[p].max() for p in positions])
+    return np.array([v[p].sum() for p in positions])
+
+
+def _reduce(scores: list[np.ndarray], reduction: str) -> np.ndarray:
+    stack = np.stack(scores)
+    if reduction == "sum":
+        return stack.sum(0)
+    if reduction == "mean":
+        return stack.mean(0)
+    return stack.max(0)
+
+
+def _norm_gamma(mod: nn.Module) -> torch.Tensor | None:
+    w = getattr(mod, "weight", None)
+    return None if w is None else w.detach().abs().to("cpu", torch.float64)
+
+
+def group_scores(graph: DependencyGraph, g: Group, criterion: str = "l1", *, reduction: str = "sum",
+                 generator: torch.Generator | None = None) -> np.ndarray:
+    """Importance of every unit of ``g`` (float64, length ``g.size``). For ``taylor`` the gradients must already be
+    in ``.grad`` (see :func:`accumulate_gradients`)."""
+    if criterion not in CRITERIA:
+        raise UnknownNameError(f"unknown importance criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
+    if reduction not in REDUCTIONS:
+        raise UnknownNameError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+    mods = graph.modules
+    if criterion == "random":
+        gen = generator or torch.Generator().manual_seed(0)
+        return torch.rand(g.size, generator=gen, dtype=torch.float64).numpy()
+    scores: list[np.ndarray] = []
+    if criterion in ("l1", "l2"):
+        for p in g.producers:
+            rows = _rows(mods[p].weight)
+            per = rows.abs().sum(1) if criterion == "l1" else (rows ** 2).sum(1)
+            s = _per_unit(per, g.positions[("out", p)])
+            scores.append(np.sqrt(s) if criterion == "l2" else s)
+        if not scores:
+            return group_scores(graph, g, "bn", reduction=reduction) if _has_gamma(graph, g) else \
+                _consumer_scores(graph, g, criterion, reduction)
+    elif criterion == "bn":
+        for b in g.norms:
+            gamma = _norm_gamma(mods[b])
+            if gamma is not None:
+                scores.append(_per_unit(gamma, g.positions[("norm", b)], "max"))
+        if g.select is not None and g.select in graph.select_scores:
+            bn_name, kept = graph.select_scores[g.select]
+            gamma = _norm_gamma(mods[bn_name])
+            if gamma is not None:
+                full = gamma[torch.tensor(kept, dtype=torch.long)]
+                scores.append(_per_unit(full, g.positions[("select_out", g.select)], "max"))
+        if not scores:
+            raise PrunekitError(f"criterion 'bn' needs a BatchNorm over the channels of group {g.name}")
+    else:  # taylor
+        for kind, names in (("out", g.producers), ("norm", g.norms)):
+            for n in names:
+                m = mods[n]
+                for attr in ("weight", "bias"):
+                    w = getattr(m, attr, None)
+                    if w is None:
+                        continue
+                    if w.grad is None:
+                        raise PrunekitError("taylor importance needs gradients: pass a few batches (CLI: "
+                                            "--taylor-batches) so they can be accumulated")
+                    per = (_rows(w) * _rows(w.grad)).sum(1)
+                    scores.append(_per_unit(per, g.positions[(kind, n)]))
+        if not scores:
+            raise PrunekitError(f"taylor importance: group {g.name} has no producer or norm parameters")
+        return _reduce(scores, "sum") ** 2
+    return _reduce(scores, reduction)
+
+
+def _has_gamma(graph: DependencyGraph, g: Group) -> bool:
+    return any(_norm_gamma(graph.modules[b]) is not None for b in g.norms) or g.select in graph.select_scores
+
+
+def _consumer_scores(graph: DependencyGraph, g: Group, criterion: str, reduction: str) -> np.ndarray:
+    scores = []
+    for c in g.consumers:
+        m = graph.modules[c]
+        if isinstance(m, nn.Linear):
+            cols = _rows(m.weight, 1)
+        elif isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1:
+            cols = _rows(m.weight, 1)
+        else:
+            continue
+        per = cols.abs().sum(1) if criterion == "l1" else (cols ** 2).sum(1)
+        scores.append(_per_unit(per, g.positions[("in", c)]))
+    if not scores:
+        raise PrunekitError(f"no importance for group {g.name}: it has no producer, norm or plain consumer")
+    return _reduce(scores, reduction)
+
+
+def accumulate_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable | None = None,
+                         device: torch.device | str = "cpu") -> int:
+    """Zero the gradients, then accumulate ``loss_fn(model(x), y)`` gradients over ``batches`` of ``(x, y)``
+    (cross-entropy by default) in eval mode; return the number of batches used. For Taylor importance."""
+    loss_fn = loss_fn or nn.functional.cross_entropy
+    was = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    n = 0
+    try:
+        with torch.enable_grad():
+            for x, y in batches:
+                loss = loss_fn(model(x.to(device)), y.to(device))
+                loss.backward()
+                n += 1
+    finally:
+        model.train(was)
+    if n == 0:
+        raise PrunekitError("taylor importance needs at least one batch of data")
+    return n
+
+
+def all_scores(graph: DependencyGraph, groups: Iterable[Group], criterion: str, *, reduction: str = "sum",
+               seed: int = 0) -> Mapping[str, np.ndarray]:
+    """Scores of every group in ``groups``, by group name (one generator for all, seeded by ``seed``)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return {g.name: group_scores(graph, g, criterion, reduction=reduction, generator=gen) for g in groups}
