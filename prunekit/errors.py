@@ -27,7 +27,11 @@ class EmptyLayerError(PrunekitError):
 
 def check_range(name: str, value: float, low: float, high: float, *, low_open: bool = False,
                 high_open: bool = False) -> float:
-    """Return ``value`` if it lies in the interval, else raise a :class:`PrunekitError` naming ``name``."""
+    """Return ``value`` if it lies in the interval, else raise a :class:`PrunekitError` naming ``name``.
+
+    NaN is never in range; ±inf only where the interval reaches it."""
+    if value != value or (value in (float("inf"), float("-inf")) and value not in (low, high)):
+        raise PrunekitError(f"{name} must be a finite number, got {value}")
     too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
     if too_low or too_high:

@@ -32,12 +32,33 @@ def env_dist_info() -> DistInfo:
 
 
 def init_distributed(device: torch.device) -> DistInfo:
-    """Initialise the default process group when launched by torchrun; a no-op for one process."""
+    """Initialise the default process group when launched by torchrun; a no-op for one process.
+
+    On CUDA the rank's device is made current first (``torch.cuda.set_device``), so NCCL's communicators, the
+    barrier and every collective use this rank's GPU rather than all piling onto GPU 0.
+    """
     info = env_dist_info()
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     return info
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``t`` over all ranks in place and return it (unchanged for one process). ``t`` must live on the
+    process group's device (the rank's GPU under NCCL, the CPU under gloo)."""
+    if info.enabled and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_min(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Element-wise minimum of ``t`` over all ranks, in place (unchanged for one process)."""
+    if info.enabled and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t
 
 
 def barrier(info: DistInfo) -> None:

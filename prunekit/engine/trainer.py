@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from ..checkpoint import load_state_strict, load_train_state, save_model, save_train_state
 from ..errors import CheckpointError, PrunekitError, check_range
 from ..utils.io import write_csv
-from .distributed import DistInfo, barrier, env_dist_info, init_distributed, resolve_device
-from .evaluate import accuracy_counts, evaluate
+from .distributed import (DistInfo, all_reduce_min, all_reduce_sum, barrier, env_dist_info, init_distributed,
+                          resolve_device)
+from .evaluate import accumulator_dtype, accuracy_hits, evaluate
 from .hooks import Hook
 from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_factor
 
@@ -52,6 +53,7 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     progress: bool = False
     num_workers: int = 0
+    log_interval: int = 50  # steps between the host reads of loss / accuracy / the finite check (and epoch end)
 
     def validate(self) -> "TrainConfig":
         """Raise a PrunekitError naming the first out-of-range field."""
@@ -59,6 +61,8 @@ class TrainConfig:
             raise PrunekitError(f"epochs must be a positive integer, got {self.epochs}")
         if self.batch_size < 1:
             raise PrunekitError(f"batch size must be positive, got {self.batch_size}")
+        if int(self.log_interval) != self.log_interval or self.log_interval < 1:
+            raise PrunekitError(f"log interval must be a positive number of steps, got {self.log_interval}")
         check_range("lr", self.lr, 0.0, 100.0, low_open=True)
         check_range("weight decay", self.weight_decay, 0.0, 1.0)
         check_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
@@ -207,8 +211,9 @@ class Trainer:
             t0 = time.perf_counter()
             train_stats, lr = self._train_epoch(net, loader, steps)
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **train_stats}
-            if self.val_data is not None and self.dist.is_main:
-                val = evaluate(self.module, self.val_data, cfg.eval_batch_size, self.device)
+            if self.val_data is not None:  # every rank evaluates its shard; all get the whole set's counts
+                self._broadcast_buffers()
+                val = evaluate(self.module, self.val_data, cfg.eval_batch_size, self.device, dist=self.dist)
                 row.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
                 improved = self.best_top1 is None or val["top1"] > self.best_top1
                 if improved:
@@ -227,11 +232,29 @@ class Trainer:
         return FitResult(best_top1=self.best_top1, best_epoch=self.best_epoch, final=final,
                          history=list(self.history), out_dir=self.out_dir)
 
+    def _broadcast_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BN running stats): without SyncBN each rank's last forward updated them
+        from its own shard, and the sharded evaluation must use one model, the one rank 0 saves. (DDP broadcasts
+        them from rank 0 again at the next forward anyway, so training is unchanged.)"""
+        if not self.dist.enabled:
+            return
+        import torch.distributed as dist
+
+        for b in self.module.buffers():
+            dist.broadcast(b, src=0)
+
     def _train_epoch(self, net: nn.Module, loader, steps: int) -> tuple[dict[str, float], float]:
+        """One epoch. Loss sum, top-1 hits, sample count and the non-finite-loss flag are accumulated on the device
+        and read by the host (and, under DDP, all-reduced) only every ``log_interval`` steps and at the epoch end:
+        no per-step synchronisation stalls a GPU. A non-finite loss on any rank makes every rank raise the same
+        error at the next check (after at most ``log_interval`` steps; nothing of those steps is saved)."""
         cfg = self.config
         net.train()
         loader.set_epoch(self.epoch)
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, n
+        # loss sum, top-1 hits, samples, non-finite losses, first non-finite step (inf: none). float64 sums of the
+        # float32 loss times the batch size: the same rounding, in the same order, as summing Python floats.
+        acc = torch.zeros(5, dtype=accumulator_dtype(self.device), device=self.device)
+        acc[4] = float("inf")
         lr = cfg.lr
         bar = self._progress(steps)
         for step, (x, y) in enumerate(loader):
@@ -248,9 +271,6 @@ class Trainer:
                 loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
                 for h in self.hooks:
                     loss = h.transform_loss(self, loss, out, x, y)
-            if not torch.isfinite(loss):
-                raise PrunekitError(f"training diverged at epoch {self.epoch + 1}, step {step + 1} "
-                                    f"(loss {float(loss)}); try a lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.scaler.is_enabled():
@@ -262,19 +282,35 @@ class Trainer:
             for h in self.hooks:
                 h.after_step(self)
             with torch.no_grad():
-                totals += torch.tensor([float(loss) * y.numel(), accuracy_counts(out.float(), y, (1,))[0],
-                                        y.numel()], dtype=torch.float64)
+                lossd = loss.detach().to(acc.dtype)
+                bad = ~torch.isfinite(lossd)
+                acc[0] += lossd * y.numel()
+                acc[1] += accuracy_hits(out.detach().float(), y, (1,))[0].to(acc.dtype)
+                acc[2] += y.numel()
+                acc[3] += bad.to(acc.dtype)
+                acc[4] = torch.where(bad, acc[4].clamp(max=float(step)), acc[4])  # scalars only: no copy
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.4g}")
+            if (step + 1) % cfg.log_interval == 0 and step + 1 < steps:
+                loss_so_far = self._sync_totals(acc)[0]
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_so_far:.3f}", lr=f"{lr:.4g}")
         if bar is not None:
             bar.close()
-        if self.dist.enabled:
-            import torch.distributed as dist
+        loss_mean, top1 = self._sync_totals(acc)
+        return {"train_loss": loss_mean, "train_top1": top1}, lr
 
-            dist.all_reduce(totals)
-        n = max(totals[2].item(), 1.0)
-        return {"train_loss": totals[0].item() / n, "train_top1": 100.0 * totals[1].item() / n}, lr
+    def _sync_totals(self, acc: torch.Tensor) -> tuple[float, float]:
+        """The host read (one per log interval): global ``(mean loss, top-1 %)`` so far; raises on every rank
+        alike if any rank has seen a non-finite loss."""
+        totals = all_reduce_sum(acc[:4].clone(), self.dist)
+        loss_sum, hits, n, bad = totals.tolist()
+        if bad > 0:
+            first = all_reduce_min(acc[4:5].clone(), self.dist).item()
+            raise PrunekitError(f"training diverged at epoch {self.epoch + 1}, step {int(first) + 1}: non-finite "
+                                f"loss (nan or inf) in {int(bad)} step(s) summed over ranks; try a lower --lr")
+        n = max(n, 1.0)
+        return loss_sum / n, 100.0 * hits / n
 
     def _progress(self, steps: int):
         if not (self.config.progress and self.dist.is_main):

@@ -117,6 +117,7 @@ class Group:
     producer_types: tuple[str, ...] = ()
     norm_types: tuple[str, ...] = ()
     units_per_site: dict[SiteKey, int] = field(default_factory=dict)
+    select_bn: str | None = None
 
     @property
     def conv(self) -> str | None:
@@ -125,7 +126,9 @@ class Group:
 
     @property
     def bn(self) -> str | None:
-        """The single norm layer (None for several or none)."""
+        """The single norm layer (None for several or none); for a selection group, the BN feeding it."""
+        if self.select is not None:
+            return self.select_bn
         return self.norms[0] if len(self.norms) == 1 else None
 
     @property
@@ -290,14 +293,15 @@ class DependencyGraph:
                 name = producers[0]
             else:
                 name = keys[0][1]
-            prim = ("out", producers[0]) if producers else keys[0]
-            spatial = tuple(self.sites[prim].info.get("spatial", ())) if producers else ()
+            spatial = tuple(self.sites[("out", producers[0])].info.get("spatial", ())) if producers else ()
             if select is not None:
                 spatial = tuple(self.sites[("select_out", select)].info.get("spatial", ()))
+            spatial = self._consumed_at(spatial, consumers)
             groups.append(Group(
                 name=name, size=len(roots), positions=positions, producers=producers, norms=norms,
                 consumers=consumers, params=params, select=select, layer_id=conv_ids.get(producers[0])
                 if len(producers) == 1 else None, spatial=spatial,
+                select_bn=self.select_scores.get(select, (None,))[0] if select is not None else None,
                 producer_types=tuple(self.sites[("out", p)].info.get("module_type", "") for p in producers),
                 norm_types=tuple(self.sites[("norm", b)].info.get("module_type", "") for b in norms)))
         groups.sort(key=lambda g: min(self.sites[k].order for k in g.positions))
@@ -305,6 +309,20 @@ class DependencyGraph:
         _assign_aliases(groups)
         self.groups = groups
         return groups
+
+    def _consumed_at(self, spatial: tuple[int, ...], consumers: Sequence[str]) -> tuple[int, ...]:
+        """The resolution a group's channels are consumed at: a strided conv that reads them directly (no pooling
+        in between, e.g. a bottleneck's 3x3) puts them in its output's stage."""
+        if not spatial:
+            return spatial
+        best = spatial
+        for c in consumers:
+            info = self.sites[("in", c)].info
+            if tuple(info.get("in_spatial", ())) == spatial and info.get("out_spatial"):
+                out = tuple(info["out_spatial"])
+                if int(np.prod(out)) < int(np.prod(best)):
+                    best = out
+        return best
 
     def group(self, name: str) -> Group:
         for g in self.groups:

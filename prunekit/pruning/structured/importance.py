@@ -29,7 +29,8 @@ REDUCTIONS = ("sum", "mean", "max")
 
 
 def _rows(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    return t.detach().to("cpu", torch.float64).movedim(dim, 0).flatten(1)
+    t = t.detach().to("cpu", torch.float64)
+    return t.view(-1, 1) if t.dim() == 1 else t.movedim(dim, 0).flatten(1)
 
 
 def _per_unit(values: torch.Tensor, positions: list[list[int]], how: str = "sum") -> np.ndarray:

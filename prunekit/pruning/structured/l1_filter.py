@@ -125,7 +125,9 @@ def top_filters(norms: torch.Tensor, n_keep: int) -> list[int]:
 def l1_groups(model: nn.Module, input_size: Sequence[int] | None = None) -> tuple[DependencyGraph, list[Group]]:
     """The dependency graph of ``model`` and its groups that Li et al.'s plans prune (simple conv groups)."""
     graph = graph_for(model, input_size)
-    groups = [g for g in graph.groups if g.simple and g.producer_types == ("conv",)]
+    # Li et al. prune a conv's filters where they feed one layer: every conv of a VGG, the first conv of every
+    # residual block (the others feed a residual sum; a stem feeding both branches of a block has two consumers)
+    groups = [g for g in graph.groups if g.simple and g.producer_types == ("conv",) and len(g.consumers) == 1]
     if not groups:
         raise PrunekitError(f"{getattr(model, 'prunekit_name', None) or type(model).__name__} has no conv whose "
                             "filters can be removed on their own (every channel feeds a residual sum, a channel "

@@ -200,6 +200,32 @@ class CostModel:
 
         self.dense_params = count_params(graph.model)
         self.dense_macs = sum(self.layer_macs.values())
+        self.other_macs = 0.0
+        self._example = example
+        self._params = dict(graph.model.named_parameters())
+
+    def include_other_macs(self) -> None:
+        """Add the MACs the graph cannot scale (ignored modules, fixed matmuls/attention) as a constant, from one
+        count of the dense model, so that budgets are fractions of the whole model's MACs."""
+        from ...metrics import count_flops
+
+        total = count_flops(self.graph.model, tuple(self._example[0].shape), convention="macs").macs
+        self.other_macs = max(0.0, float(total) - self.dense_macs)
+        self.dense_macs += self.other_macs
+
+    def _layer_params(self, m: nn.Module, name: str, removed_pos: Mapping[tuple[str, str], int]) -> float:
+        """Parameters a conv/linear loses when ``removed_pos`` outputs/inputs go (weight out'·in'/g'·k + bias)."""
+        ro, ri = removed_pos.get(("out", name), 0), removed_pos.get(("in", name), 0)
+        bias = 1 if getattr(m, "bias", None) is not None else 0
+        if isinstance(m, nn.Linear):
+            o, i = m.out_features, m.in_features
+            return o * i + bias * o - ((o - ro) * (i - ri) + bias * (o - ro))
+        k = math.prod(m.kernel_size)
+        o, i, g = m.out_channels, m.in_channels, m.groups
+        depthwise = g > 1 and m.weight.shape[1] == 1
+        per_in = 1 if depthwise else (i - ri) // g
+        dense = o * (i // g) * k + bias * o
+        return dense - ((o - ro) * per_in * k + bias * (o - ro))
 
     def evaluate(self, removed_pos: Mapping[tuple[str, str], int]) -> tuple[float, float]:
         """``(macs, params)`` of conv/linear layers (macs) and of the whole model (params) after removing
@@ -214,31 +240,23 @@ class CostModel:
                                               m.weight.shape[1] == 1):
                 fi = 1 - removed_pos.get(("in", name), 0) / sites[("in", name)].size
             macs += dense * fo * fi
+        macs += self.other_macs
         params = float(self.dense_params)
+        done: set[str] = set()
         for (kind, name), n in removed_pos.items():
             if not n:
                 continue
             m = mods.get(name)
             site = sites[(kind, name)]
-            if kind == "out" and m is not None:
-                w = m.weight
-                per = w[0].numel() if not (isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1) else w[0].numel()
-                params -= n * per + (n if getattr(m, "bias", None) is not None else 0)
-            elif kind == "in" and m is not None:
-                if isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1:
-                    if m.weight.shape[1] == 1:
-                        continue  # depthwise: counted by its outputs
-                    params -= n / m.groups * m.out_channels * math.prod(m.kernel_size)
-                    continue
-                params -= n * (m.weight.numel() / site.size)
+            if kind in ("out", "in") and name not in done and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+                done.add(name)
+                params -= self._layer_params(m, name, removed_pos)
             elif kind == "norm" and m is not None:
                 params -= n * sum(1 for p in (getattr(m, "weight", None), getattr(m, "bias", None)) if p is not None)
             elif kind == "param":
-                t = self.graph.model.get_parameter(site.info["param"]) if site.info["param"] in dict(
-                    self.graph.model.named_parameters()) else None
+                t = self._params.get(site.info["param"])
                 if t is not None:
                     params -= n * t.numel() / t.shape[site.info["dim"]]
-        # removed outputs of a conv also cut the inputs of a coupled depthwise conv: counted once by its outputs
         return macs, params
 
 
@@ -302,7 +320,8 @@ def _global_order(groups: Sequence[Group], scores: Mapping[str, np.ndarray], nor
 def _global_take(groups: Sequence[Group], order: Sequence[tuple[str, int]], k: int, round_to: int,
                  max_ratio: float) -> dict[str, list[int]]:
     """Remove the first ``k`` units of ``order`` that leave every group at least one unit (and at most
-    ``max_ratio`` of it removed); then round each group's kept count to ``round_to``."""
+    ``max_ratio`` of it removed); then round each group's kept count to a multiple of ``round_to`` (taking more of
+    its least important units, or giving back its most important removed ones)."""
     size = {g.name: g.size for g in groups}
     cap = {n: min(s - 1, int(math.floor(s * max_ratio + 1e-9))) for n, s in size.items()}
     removed: dict[str, list[int]] = {g.name: [] for g in groups}
@@ -314,11 +333,14 @@ def _global_take(groups: Sequence[Group], order: Sequence[tuple[str, int]], k: i
             removed[name].append(u)
             taken += 1
     if round_to > 1:
+        per_group: dict[str, list[int]] = {g.name: [] for g in groups}
+        for name, u in order:
+            per_group[name].append(u)
         for name, rm in removed.items():
+            if not rm:
+                continue
             n_keep = _round_keep(size[name] - len(rm), size[name], round_to)
-            n_rm = max(0, size[name] - n_keep)
-            # keep the best: drop from the end of this group's removal order (most important removed last)
-            removed[name] = rm[:n_rm]
+            removed[name] = per_group[name][:max(0, size[name] - n_keep)]
     return {n: sorted(v) for n, v in removed.items()}
 
 
@@ -407,6 +429,8 @@ def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[t
             removed = take(int(round(float(ratio) * total_units)))
         else:
             kind = "macs" if target_macs is not None else "params"
+            if kind == "macs":
+                cost.include_other_macs()
             target = float(target_macs if target_macs is not None else target_params)
             dense = cost.dense_macs if kind == "macs" else cost.dense_params
 

@@ -664,7 +664,8 @@ def conv(ctx: RuleContext) -> Ch:
         in_labels = ctx.fixed(cin)
     else:
         in_labels = c.labels
-    ctx.site("in", ctx.name, in_labels, module_type="conv")
+    ctx.site("in", ctx.name, in_labels, module_type="conv", in_spatial=tuple(x.shape[2:]),
+             out_spatial=tuple(ctx.out.shape[2:]))
     out = ctx.new(cout)
     if g > 1:
         if n_in == 1:  # depthwise (multiplier n_out): output j belongs to input channel j // n_out
@@ -695,7 +696,8 @@ def linear(ctx: RuleContext) -> Ch:
         in_labels = ctx.fixed(m.in_features)
     ctx.site("in", ctx.name, in_labels, module_type="linear")
     out = ctx.new(m.out_features)
-    ctx.site("out", ctx.name, out, module_type="linear", spatial=())
+    ctx.site("out", ctx.name, out, module_type="linear", spatial=(),
+             tokens=math.prod(ctx.out.shape[1:-1]) if ctx.out.dim() > 2 else 1)
     return Ch(ctx.out.dim() - 1, out)
 
 
