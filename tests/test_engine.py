@@ -1,14 +1,14 @@
-"""Training engine: schedules, exact resume, reproducibility, masks under every optimizer, DDP equivalence."""
+"""Training engine: schedules, exact resume, reproducibility, masks under every optimizer, what is logged.
+
+DDP tests: tests/test_ddp.py; SyncBatchNorm: tests/test_syncbn.py; GPU: tests/test_cuda_smoke.py."""
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
+from prunekit.engine import Hook, evaluate
 from prunekit.engine.optim import lr_factor, resolve_milestones
 from prunekit.engine.trainer import TrainConfig, fit
 from prunekit.errors import PrunekitError
@@ -31,6 +31,30 @@ def test_multistep_milestones_as_fractions_and_epochs():
     assert resolve_milestones((20, 30), 40) == [20, 30]
     f = [lr_factor("multistep", e, 0, 10, 160) for e in (0, 79, 80, 119, 120)]
     assert f == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 5, 160, 178])
+def test_fractional_milestones_truncate_like_the_seeds(epochs):
+    """The seeds write ``[int(E*0.5), int(E*0.75)]`` and decay with ``if epoch in milestones``: truncation (178 ->
+    [89, 133], not round's [89, 134]); milestones that coincide (E = 2: both 1) decay once."""
+    seed = [int(epochs * 0.5), int(epochs * 0.75)]
+    assert resolve_milestones((0.5, 0.75), epochs) == sorted(set(seed))
+    lr = 1.0
+    for epoch in range(epochs):  # the seeds' loop, epoch by epoch
+        if epoch in seed:
+            lr *= 0.1
+        assert lr_factor("multistep", epoch, 0, 10, epochs) == pytest.approx(lr), epoch
+
+
+def test_milestone_edge_cases():
+    assert resolve_milestones((0.5, 0.75), 178) == [89, 133]
+    assert resolve_milestones((0.5, 0.75), 3) == [1, 2]
+    assert resolve_milestones((0.5, 0.75), 2) == [1]  # int(1.0) == int(1.5): one decay, not two
+    assert resolve_milestones((0.5, 0.75), 1) == [0]  # decays from the first epoch, as the seeds do
+    assert resolve_milestones((20, 20, 30), 40) == [20, 30]
+    assert lr_factor("multistep", 1, 0, 10, 2) == pytest.approx(0.1)
+    with pytest.raises(PrunekitError, match="non-negative"):
+        resolve_milestones((-1, 5), 10)
 
 
 def test_cosine_and_warmup_schedules():
@@ -146,68 +170,69 @@ def test_checkpoint_of_a_masked_run_carries_its_masks(tmp_path, digits_small):
     assert all(torch.equal(ck.masks[k], masks[k]) for k in masks)
 
 
-# -- DDP: 2 gloo processes == 1 process with the same global batch ---------------------------------------------
+# -- what the loop logs: read from the device once per log interval, values as before -----------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class _Seen(Hook):
+    """Records every step's loss and top-1 hits, computed independently of the trainer (on the host)."""
+
+    def __init__(self):
+        self.rows = []
+
+    def transform_loss(self, trainer, loss, outputs, inputs, targets):
+        hits = int((outputs.detach().float().argmax(dim=1) == targets).sum())
+        self.rows.append((float(loss.detach()), hits, targets.numel()))
+        return loss
 
 
-def _ddp_worker(rank: int, world: int, port: int, model_name: str, sync_bn: bool, masked: bool, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    from prunekit.data import get_dataset, subset
+@pytest.mark.parametrize("log_interval", [1, 2, 50])
+def test_logged_loss_and_accuracy_equal_an_independent_computation(log_interval, tmp_path, digits_small):
+    import csv
 
-    train = subset(get_dataset("digits", train=True), 64)
+    train, test = digits_small
     torch.manual_seed(0)
-    model = create_model(model_name, num_classes=10, in_channels=1)
-    masks = _random_masks(model) if masked else None
-    fit(model, train, None, _cfg(epochs=1, batch_size=16, lr=0.1, sync_bn=sync_bn, max_steps_per_epoch=2),
-        masks=masks)
-    if rank == 0:
-        torch.save({k: v.detach() for k, v in model.state_dict().items()}, out)
-    import torch.distributed as dist
-
-    dist.destroy_process_group()
-
-
-@pytest.mark.parametrize("model_name,sync_bn,masked", [("lenet5", False, False), ("resnet20", True, False),
-                                                       ("lenet5", False, True)])
-def test_ddp_two_processes_match_single_process(model_name, sync_bn, masked, tmp_path):
-    out = str(tmp_path / "ddp.pt")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), model_name, sync_bn, masked, out), nprocs=2, join=True)
-    ddp_state = torch.load(out, weights_only=True)
-
-    from prunekit.data import get_dataset, subset
-
-    train = subset(get_dataset("digits", train=True), 64)
-    torch.manual_seed(0)
-    single = create_model(model_name, num_classes=10, in_channels=1)
-    masks = _random_masks(single) if masked else None
-    fit(single, train, None, _cfg(epochs=1, batch_size=16, lr=0.1, max_steps_per_epoch=2), masks=masks)
-    for n, m in (masks or {}).items():  # pruned weights stay exactly zero under DDP
-        assert int((ddp_state[n][~m] != 0).sum()) == 0, n
-    for k, v in single.state_dict().items():
-        if k.endswith("num_batches_tracked"):
-            continue
-        assert torch.allclose(ddp_state[k].float(), v.float(), atol=1e-5), (k, (ddp_state[k] - v).abs().max())
+    model = create_model("lenet5", num_classes=10, in_channels=1)
+    seen = _Seen()
+    res = fit(model, train, test, _cfg(epochs=2, max_steps_per_epoch=5, log_interval=log_interval), hooks=[seen],
+              out_dir=tmp_path)
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    for epoch in range(2):
+        steps = seen.rows[5 * epoch:5 * (epoch + 1)]
+        loss_sum = 0.0
+        for loss, _, n in steps:  # Python floats, in step order: the computation the loop did before
+            loss_sum += loss * n
+        n = sum(r[2] for r in steps)
+        want_loss, want_top1 = loss_sum / n, 100.0 * sum(r[1] for r in steps) / n
+        assert res.history[epoch]["train_loss"] == want_loss  # bit-identical, not approximately
+        assert res.history[epoch]["train_top1"] == want_top1
+        assert float(rows[epoch]["train_loss"]) == pytest.approx(want_loss, rel=1e-12)
+        assert float(rows[epoch]["train_top1"]) == pytest.approx(want_top1, rel=1e-12)
+        val = evaluate(model, test) if epoch == 1 else None
+        if val is not None:
+            assert res.history[1]["val_top1"] == val["top1"] and res.history[1]["val_loss"] == val["loss"]
 
 
-def test_prunekit_train_under_torchrun_writes_one_report(tmp_path):
-    import subprocess
-    import sys
+def test_non_finite_loss_stops_at_the_next_check_naming_its_step(tmp_path, digits_small):
+    train, _ = digits_small
 
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "-m", "prunekit", "train", "--model", "lenet5", "--dataset", "digits", "--limit", "64", "--epochs", "1",
-           "--batch-size", "16", "--no-progress", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.count("wrote ") == 1  # rank 0 only
-    import json
+    class NaNAt(Hook):
+        def transform_loss(self, trainer, loss, outputs, inputs, targets):
+            return loss * float("nan") if trainer.step == 2 else loss
 
-    s = json.loads((out / "summary.json").read_text())
-    assert s["top1"] is not None and s["epochs"] == 1
+    model = create_model("lenet5", num_classes=10, in_channels=1)
+    with pytest.raises(PrunekitError, match=r"diverged at epoch 1, step 3: non-finite loss"):
+        fit(model, train, None, _cfg(epochs=1, max_steps_per_epoch=4, log_interval=2), hooks=[NaNAt()],
+            out_dir=tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
+    with pytest.raises(PrunekitError, match="log interval"):
+        _cfg(log_interval=0).validate()
+
+
+def test_progress_bar_raises_no_requires_grad_warning(digits_small, capsys):
+    import warnings
+
+    train, _ = digits_small
+    model = create_model("lenet5", num_classes=10, in_channels=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(model, train, None, _cfg(epochs=1, max_steps_per_epoch=4, progress=True, log_interval=2))
+    assert not [w for w in caught if "requires_grad" in str(w.message)], [str(w.message) for w in caught]

@@ -313,7 +313,7 @@ class DependencyGraph:
     def _consumed_at(self, spatial: tuple[int, ...], consumers: Sequence[str]) -> tuple[int, ...]:
         """The resolution a group's channels are consumed at: a strided conv that reads them directly (no pooling
         in between, e.g. a bottleneck's 3x3) puts them in its output's stage."""
-        if not spatial:
+        if not spatial or len(consumers) != 1:
             return spatial
         best = spatial
         for c in consumers:
@@ -360,12 +360,14 @@ def _opaque_like(out: Any) -> Any:
 
 def _assign_stages(groups: list[Group]) -> None:
     """Stage = index of the group's spatial resolution among all conv-produced resolutions (largest first);
-    groups without a spatial size (linear layers) join the last stage."""
-    sizes = sorted({int(np.prod(g.spatial)) for g in groups if g.spatial}, reverse=True)
+    groups without a spatial size (linear layers) or at 1×1 (pooled features: squeeze-excitation) join the
+    last stage."""
+    sizes = sorted({int(np.prod(g.spatial)) for g in groups if g.spatial and int(np.prod(g.spatial)) > 1},
+                   reverse=True)
     idx = {s: i for i, s in enumerate(sizes)}
     last = max(len(sizes) - 1, 0)
     for g in groups:
-        g.stage = idx[int(np.prod(g.spatial))] if g.spatial else last
+        g.stage = idx.get(int(np.prod(g.spatial)), last) if g.spatial else last
 
 
 def _assign_aliases(groups: list[Group]) -> None:
