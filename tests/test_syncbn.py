@@ -2,7 +2,6 @@
 and 2 gloo ranks equal to one BatchNorm on the whole batch (outputs, running stats, gradients)."""
 from __future__ import annotations
 
-import os
 import socket
 import time
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import check_no_cfg, init_conv_normal_fan_out
+from .layers import check_no_cfg, init_conv_normal_fan_out, residual_stages
 from .registry import register_model
 from .vgg import DEFAULT_CFGS, _check_vgg_cfg
 
@@ -124,14 +124,8 @@ class PreResNetBottleneck(nn.Module):
     def __init__(self, n: int, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        inplanes = 16
-        stages = []
-        for s, planes in enumerate((16, 32, 64)):
-            blocks = []
-            for i in range(n):
-                blocks.append(PreBottleneck(inplanes, planes, 2 if (s > 0 and i == 0) else 1))
-                inplanes = planes * 4
-            stages.append(nn.Sequential(*blocks))
+        stages, inplanes = residual_stages(
+            n, (16, 32, 64), lambda cin, j, planes, stride: PreBottleneck(cin, planes, stride), expansion=4)
         self.layer1, self.layer2, self.layer3 = stages
         self.bn = nn.BatchNorm2d(inplanes)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -23,6 +23,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ...errors import PrunekitError
+from . import builtin_rules  # noqa: F401  (fills the rule tables)
 from . import rules as R
 from .trace import how_to_proceed, node_module, node_op, node_source, trace
 

@@ -9,7 +9,6 @@ coupled groups (residual streams), use :func:`~prunekit.pruning.structured.prune
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 

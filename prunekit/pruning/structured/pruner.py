@@ -12,7 +12,6 @@ import copy
 import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -65,15 +64,14 @@ def candidates(graph: DependencyGraph, g: Group) -> list[int]:
 
 def guard_empty(g: Group, kept: list[int], fallback: int, *, strict: bool, what: str,
                 notes: list[str]) -> list[int]:
-    """Return ``kept``, or ``[fallback]`` with a warning (or :class:`EmptyLayerError` when ``strict``) if empty."""
+    """Return ``kept``, or ``[fallback]`` noted in ``notes`` (or :class:`EmptyLayerError` when ``strict``) if empty.
+    :func:`finish` turns the notes of one prune into one warning."""
     if kept:
         return kept
     msg = f"{what} would remove every channel of layer {g.name}"
     if strict:
         raise EmptyLayerError(msg + " (drop --strict-empty to keep its strongest channel instead)")
-    msg += f"; kept its strongest channel {fallback}"
-    warnings.warn(msg, stacklevel=3)
-    notes.append(msg)
+    notes.append(msg + f"; kept its strongest channel {fallback}")
     return [fallback]
 
 
@@ -165,6 +163,10 @@ def channel_rows(graph: DependencyGraph, groups: Sequence[Group], keep: Mapping[
 def finish(graph: DependencyGraph, groups: Sequence[Group], keep: Keep, method: str, notes: list[str],
            info: Mapping[str, Any] | None = None) -> StructuredResult:
     """Plan + pruned model + rows for ``keep`` (kept channels per group, in :func:`candidates` terms)."""
+    if notes:
+        from ...utils.warn import warn_user
+
+        warn_user(f"{len(notes)} layer(s) kept one channel instead of none: " + "; ".join(notes))
     by_name = {g.name: g for g in graph.groups}
     removed = {name: removed_units(graph, by_name[name], kept) for name, kept in keep.items()}
     step = build_plan(graph, removed, method, keep)

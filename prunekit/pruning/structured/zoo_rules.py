@@ -36,7 +36,6 @@ def channel_selection_rule(ctx: RuleContext) -> Ch:
 
 def shortcut_a_rule(ctx: RuleContext) -> Ch:
     """Option-A shortcut: input channels continue at the same positions, the padded ones are FIXED."""
-    m: ShortcutA = ctx.module
     c = ctx.ch(0)
     width = int(ctx.out.shape[1])
     if not isinstance(c, Ch) or c.cdim != 1 or c.param is not None:
