@@ -334,3 +334,15 @@ def test_a_prune_of_a_group_too_small_to_prune_is_a_clear_error():
         prune_structured(Tiny(), input_size=SIZE, ratio=float("nan"))
     with pytest.raises(PrunekitError, match=r"ratio must be in \[0.0, 1.0\)"):
         prune_structured(Tiny(), input_size=SIZE, ratio=1.0)
+
+
+def test_a_ratio_that_would_empty_a_group_keeps_its_strongest_channel_or_fails_strictly():
+    from prunekit.errors import EmptyLayerError
+
+    model = _user("resnet_basic")
+    with pytest.warns(UserWarning, match="kept one channel instead of none"):
+        res = prune_structured(model, input_size=SIZE, ratio=0.99)
+    assert all(r["kept"] >= 1 for r in res.rows)
+    assert res.info["rel_diff"] <= REL
+    with pytest.raises(EmptyLayerError, match="would remove every channel of layer"):
+        prune_structured(model, input_size=SIZE, ratio=0.99, strict_empty=True)

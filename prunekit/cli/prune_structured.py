@@ -160,7 +160,7 @@ def _prune(args: argparse.Namespace, model: torch.nn.Module, size: tuple[int, ..
             model, input_size=size, criterion=args.criterion or "l1", ratio=args.ratio,
             global_ranking=args.global_ranking, target_macs=args.target_macs, target_params=args.target_params,
             round_to=args.round_to, ignore=args.ignore, reduction=args.reduction,
-            max_group_ratio=args.max_group_ratio, data=data, seed=args.seed)
+            max_group_ratio=args.max_group_ratio, data=data, seed=args.seed, strict_empty=args.strict_empty)
         return res, None, None
     ratios = parse_floats(args.ratios, "--ratios") if args.ratios else None
     skip = [s for s in args.skip.split(",") if s.strip()] if args.skip else None

@@ -17,7 +17,13 @@ class ChannelSelection(nn.Module):
 
     ``indexes`` is a buffer (saved in the state_dict, never trained). A fresh layer keeps the first ``kept``
     channels (all of them by default), so a model built from a pruned cfg runs before its weights are loaded.
-    The gather index is cached and recomputed whenever the buffer is changed in place or replaced.
+
+    Forward is a plain ``x.index_select(1, kept_index)`` (or the identity when every channel is kept), so
+    ``torch.export``, ``torch.compile``, TorchScript and ONNX see a constant gather with static shapes.
+    ``kept_index`` is a *non-persistent* long buffer (not in the state_dict: the checkpoint format is unchanged)
+    and ``all_kept`` a plain bool; both are refreshed by :meth:`set_kept`, after ``load_state_dict``, after
+    ``.to()``/``.cuda()``/``.half()``, and, in eager mode, whenever ``indexes`` was changed in place or replaced
+    (its version counter or identity moved). Under tracing/compiling/export they are used as they stand.
     """
 
     def __init__(self, num_channels: int, kept: int | None = None) -> None:
@@ -26,8 +32,9 @@ class ChannelSelection(nn.Module):
         indexes = torch.zeros(num_channels)
         indexes[:kept] = 1.0
         self.register_buffer("indexes", indexes)
-        self._cache_key: tuple[Any, ...] | None = None
-        self._cache_idx: torch.Tensor | None = None
+        self.register_buffer("kept_index", torch.arange(kept, dtype=torch.long), persistent=False)
+        self.all_kept: bool = kept == num_channels
+        self._synced: tuple[Any, int] = (self.indexes, self.indexes._version)
 
     def set_kept(self, kept: Sequence[int] | torch.Tensor) -> None:
         """Set the selection to exactly the channel positions in ``kept`` (0-based, full-width numbering)."""
@@ -38,23 +45,43 @@ class ChannelSelection(nn.Module):
         with torch.no_grad():
             self.indexes.zero_()
             self.indexes[idx] = 1.0
+        self.refresh()
 
     def num_kept(self) -> int:
         """Number of channels this layer lets through."""
         return int(torch.count_nonzero(self.indexes))
 
-    def _kept_index(self) -> torch.Tensor | None:
+    def refresh(self) -> None:
+        """Recompute ``kept_index`` and ``all_kept`` from ``indexes`` (done automatically; see the class doc)."""
         ind = self.indexes
-        key = (ind.data_ptr(), ind._version, ind.device, ind.numel())
-        if key != self._cache_key:
-            idx = torch.nonzero(ind).flatten()
-            self._cache_idx = None if idx.numel() == ind.numel() else idx
-            self._cache_key = key
-        return self._cache_idx
+        if ind.is_meta:  # no values to read (a model built on the meta device): nothing to sync yet
+            self._synced = (ind, -1)
+            return
+        with torch.no_grad(), torch.inference_mode(False):  # a normal tensor: usable later under autograd
+            idx = torch.nonzero(ind).flatten().to(torch.long)
+        self.kept_index = idx  # assigning to a registered buffer keeps it registered (and non-persistent)
+        self.all_kept = int(idx.numel()) == int(ind.numel())
+        self._synced = (ind, ind._version)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.refresh()
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "ChannelSelection":
+        out = super()._apply(fn, *args, **kwargs)
+        self.refresh()  # .to(device) / .half() replace the buffers: resync on the new ones
+        return out
+
+    def _stale(self) -> bool:
+        ref, version = self._synced
+        return ref is not self.indexes or version != self.indexes._version
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        idx = self._kept_index()
-        return x if idx is None else x.index_select(1, idx)
+        # eager only: pick up a direct in-place edit / replacement of ``indexes`` (pure Python, no tensor op)
+        if not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+                or torch.compiler.is_exporting()) and self._stale():
+            self.refresh()
+        return x if self.all_kept else x.index_select(1, self.kept_index)
 
     def extra_repr(self) -> str:
         return f"{self.indexes.numel()}"

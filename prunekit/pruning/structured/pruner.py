@@ -294,11 +294,17 @@ def top_units(scores: np.ndarray, n_keep: int) -> list[int]:
 
 
 def _uniform(groups: Sequence[Group], scores: Mapping[str, np.ndarray], ratio: float,
-             round_to: int) -> dict[str, list[int]]:
-    """Each group keeps ``floor(size·(1−ratio))`` (rounded to ``round_to``) of its best units."""
+             round_to: int, *, strict: bool = False, notes: list[str] | None = None) -> dict[str, list[int]]:
+    """Each group keeps ``floor(size·(1−ratio))`` (rounded to ``round_to``) of its best units; a group that would
+    keep none keeps its best one (noted), or raises with ``strict``."""
     removed = {}
+    notes = notes if notes is not None else []
     for g in groups:
-        n_keep = max(1, _round_keep(keep_count(g.size, ratio), g.size, round_to))
+        n_keep = _round_keep(keep_count(g.size, ratio), g.size, round_to)
+        if n_keep == 0:
+            best = top_units(scores[g.name], 1)
+            guard_empty(g, [], best[0], strict=strict, what=f"structured pruning at ratio {ratio}", notes=notes)
+            n_keep = 1
         kept = set(top_units(scores[g.name], n_keep))
         removed[g.name] = [u for u in range(g.size) if u not in kept]
     return removed
@@ -369,14 +375,17 @@ def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[t
                      target_params: float | None = None, round_to: int = 1, ignore: Sequence[str] = (),
                      reduction: str = "sum", normalize: bool = True, max_group_ratio: float = 0.9,
                      data: Iterable | None = None, loss_fn: Any = None, seed: int = 0, verify: bool = True,
-                     simple_only: bool = False, tolerance: float = 1e-5) -> StructuredResult:
+                     simple_only: bool = False, strict_empty: bool = False,
+                     tolerance: float = 1e-5) -> StructuredResult:
     """Remove channels from any traceable model for real, and prove the result exact.
 
     Give ``ratio`` (fraction of every group's channels, or of all channels with ``global_ranking``), or a budget
     ``target_macs`` / ``target_params`` (fraction of the model's conv/linear MACs or of its params to keep; global
     ranking). ``criterion``: l1, l2, bn, taylor (needs ``data``: a few ``(x, y)`` batches), random. ``ignore``:
     regular expressions of module paths kept whole (traced as opaque). ``round_to``: kept channels per group a
-    multiple of this. ``max_group_ratio``: no group loses more than this fraction under a global ranking.
+    multiple of this. ``max_group_ratio``: no group loses more than this fraction under a global ranking. A group
+    that a ratio would empty keeps its strongest channel (one warning for all), or with ``strict_empty`` raises
+    :class:`~prunekit.errors.EmptyLayerError` naming it.
 
     Example::
 
@@ -421,8 +430,9 @@ def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[t
                             "round_to": int(round_to), "groups_total": len(graph.groups),
                             "groups_prunable": len(groups)}
     cost = CostModel(graph, example)
+    notes: list[str] = []
     if ratio is not None and not global_ranking:
-        removed = _uniform(groups, scores, float(ratio), int(round_to))
+        removed = _uniform(groups, scores, float(ratio), int(round_to), strict=strict_empty, notes=notes)
     else:
         order = _global_order(groups, scores, normalize)
         total_units = sum(g.size for g in groups)
@@ -450,7 +460,7 @@ def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[t
                                     "the target or max_group_ratio")
     keep = {g.name: [c for u, c in enumerate(candidates(graph, g)) if u not in set(removed[g.name])]
             for g in groups if removed.get(g.name)}
-    res = finish(graph, groups, keep, f"structured-{criterion}", [], info)
+    res = finish(graph, groups, keep, f"structured-{criterion}", notes, info)
     res.info["prune_seconds"] = round(time.perf_counter() - t0, 4)
     if verify:
         from .verify import check_exact
