@@ -7,8 +7,11 @@ resulting CPU latency. ``torch-pruning`` is a benchmark-only dependency, never i
     pip install torch-pruning --no-deps      # --no-deps: keep the installed CPU torch
     python benchmarks/bench_torch_pruning.py [--repeats 10] [--rounds 3] [--threads 1]
 
-Timing (second call of each, after a warm-up call): prunekit = L1 ranking + plan + rebuild from cfg + weight copy; torch-pruning = dependency-graph tracing +
-pruning the given groups in place (its own importance criteria are not used, so that the plans are identical).
+Timing (second call of each, after a warm-up call, ``--threads`` threads): prunekit = fx tracing + dependency graph +
+L1 ranking + plan + deep copy and slicing + the exactness check (also timed without it, ``verify=False``);
+torch-pruning = dependency-graph tracing + pruning the given groups in place (its own importance criteria are not
+used, so that the plans are identical). The groups are prunekit's ``res.keep``: kept filters per group, the group
+named after its producing conv (``layer1.0.conv1``).
 """
 from __future__ import annotations
 
@@ -64,6 +67,7 @@ def main() -> None:
     except ImportError:
         print("torch-pruning is not installed (pip install torch-pruning --no-deps): comparison not run")
         return
+    torch.set_num_threads(args.threads)  # pruning too: on a shared machine extra threads only wait
     torch.manual_seed(0)
     dense = randomize_bn(create_model("resnet56"), seed=0).eval()
 
@@ -72,6 +76,9 @@ def main() -> None:
     t0 = time.perf_counter()
     ours = prune_l1_filter(dense, plan="resnet56-A")
     ours_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    prune_l1_filter(dense, plan="resnet56-A", verify=False)
+    ours_noverify_s = time.perf_counter() - t0
     theirs, graph_s, tp_prune_s = prune_with_torch_pruning(dense, ours.keep)
     ours_m, theirs_m = ours.model.eval(), theirs.eval()
 
@@ -94,7 +101,8 @@ def main() -> None:
     print(f"resnet56-A, CPU, torch {torch.__version__}, torch-pruning {tp.__version__}, threads {args.threads}, "
           f"best of {args.rounds} medians of {args.repeats} passes")
     print(markdown_table(["tool", "params", "MACs", "prune s", "ms b1", "ms b64"], rows, precision=3))
-    print(f"torch-pruning time split: dependency graph {graph_s:.3f} s + pruning {tp_prune_s:.3f} s")
+    print(f"torch-pruning time split: dependency graph {graph_s:.3f} s + pruning {tp_prune_s:.3f} s; prunekit "
+          f"without the exactness check: {ours_noverify_s:.3f} s")
     print(f"same shapes: {shapes_equal}; max |prunekit - torch-pruning| output difference: {diff:.2e}")
 
 

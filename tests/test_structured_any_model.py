@@ -346,3 +346,18 @@ def test_a_ratio_that_would_empty_a_group_keeps_its_strongest_channel_or_fails_s
     assert res.info["rel_diff"] <= REL
     with pytest.raises(EmptyLayerError, match="would remove every channel of layer"):
         prune_structured(model, input_size=SIZE, ratio=0.99, strict_empty=True)
+
+
+class _LayerNorm2d(nn.LayerNorm):  # torchvision/timm style: permutes to channels-last in its own forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def test_a_subclass_that_overrides_forward_is_traced_not_given_its_base_class_rule():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), _LayerNorm2d(16), nn.Conv2d(16, 16, 3), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    res = prune_structured(model, input_size=(3, 16, 16), ratio=0.5)
+    assert res.model[0].out_channels == 16 and res.model[1].normalized_shape == (16,)  # feeds a LayerNorm
+    assert res.model[2].out_channels == 8 and res.info["rel_diff"] <= REL

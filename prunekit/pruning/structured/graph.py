@@ -69,6 +69,15 @@ class UnionFind:
     def roots(self, a: np.ndarray) -> np.ndarray:
         return np.fromiter((self.find(x) for x in a.tolist()), dtype=np.int64, count=len(a))
 
+    def all_roots(self) -> np.ndarray:
+        """The root of every label at once (vectorised pointer jumping), for grouping after the unions."""
+        p = np.asarray(self.parent, dtype=np.int64)
+        while True:
+            q = p[p]
+            if np.array_equal(q, p):
+                return p
+            p = q
+
 
 SiteKey = tuple[str, str]
 
@@ -266,13 +275,20 @@ class DependencyGraph:
         """Group the non-FIXED units by the set of sites they touch."""
         units: dict[int, dict[SiteKey, list[int]]] = {}
         first_seen: dict[int, tuple[int, int]] = {}
+        root_of = self.uf.all_roots()
         for site in sorted(self.sites.values(), key=lambda s: s.order):
-            roots = self.uf.roots(site.labels)
-            for pos, r in enumerate(roots.tolist()):
-                if r == 0:
-                    continue
-                units.setdefault(r, {}).setdefault(site.key, []).append(pos)
-                first_seen.setdefault(r, (site.order, pos))
+            roots = root_of[site.labels]
+            live = np.nonzero(roots)[0]
+            for pos, r in zip(live.tolist(), roots[live].tolist()):
+                per = units.get(r)
+                if per is None:
+                    units[r] = per = {}
+                    first_seen[r] = (site.order, pos)
+                lst = per.get(site.key)
+                if lst is None:
+                    per[site.key] = [pos]
+                else:
+                    lst.append(pos)  # positions arrive in increasing order
         by_sig: dict[frozenset, list[int]] = {}
         for r, per_site in units.items():
             by_sig.setdefault(frozenset(per_site), []).append(r)
@@ -282,7 +298,7 @@ class DependencyGraph:
         for sig, roots in by_sig.items():
             roots.sort(key=lambda r: first_seen[r])
             keys = sorted(sig, key=lambda k: self.sites[k].order)
-            positions = {k: [sorted(units[r][k]) for r in roots] for k in keys}
+            positions = {k: [units[r][k] for r in roots] for k in keys}
             producers = [k[1] for k in keys if k[0] == "out"]
             norms = [k[1] for k in keys if k[0] == "norm"]
             consumers = [k[1] for k in keys if k[0] == "in"]
@@ -408,8 +424,7 @@ def build_graph(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
     for p in ignore:
         if p not in modules:
             raise PrunekitError(f"ignore: the model has no module {p!r}")
-    leaf_types = tuple(R.MODULE_RULES)
-    gm = trace(model, leaf_paths=ignore, leaf_types=leaf_types)
+    gm = trace(model, leaf_paths=ignore, has_rule=lambda m: R.module_rule_for(m) is not None)
     example = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     graph = DependencyGraph(model, gm, ignore)
     graph.example = example

@@ -34,10 +34,15 @@ def _rows(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 def _per_unit(values: torch.Tensor, positions: list[list[int]], how: str = "sum") -> np.ndarray:
+    """Reduce ``values`` over each unit's positions (vectorised: one gather and one ``reduceat``)."""
     v = values.numpy()
-    if how == "max":
-        return np.array([v[p].max() for p in positions])
-    return np.array([v[p].sum() for p in positions])
+    lengths = np.fromiter((len(p) for p in positions), dtype=np.int64, count=len(positions))
+    if lengths.size and (lengths == 1).all():
+        return v[np.fromiter((p[0] for p in positions), dtype=np.int64, count=len(positions))]
+    flat = np.fromiter((i for p in positions for i in p), dtype=np.int64, count=int(lengths.sum()))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    op = np.maximum if how == "max" else np.add
+    return op.reduceat(v[flat], starts)
 
 
 def _reduce(scores: list[np.ndarray], reduction: str) -> np.ndarray:

@@ -101,8 +101,9 @@ def build_plan(graph: DependencyGraph, removed: Mapping[str, Sequence[int]], met
             s = gone.setdefault(key, set())
             for u in units:
                 s.update(per_unit[u])
+        gone_units = set(units)
         kept = list(keep[gname]) if keep is not None and gname in keep else \
-            [c for u, c in enumerate(candidates(graph, g)) if u not in set(units)]
+            [c for u, c in enumerate(candidates(graph, g)) if u not in gone_units]
         plan["groups"][gname] = {"kept": sorted(kept), "full": g.size if g.select is None else
                                  graph.sites[("select_out", g.select)].info["full"], "select": g.select is not None}
     mods = plan["modules"]
@@ -458,8 +459,11 @@ def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[t
                 raise PrunekitError(f"cannot reach --target-{kind} {target}: the most the prunable groups allow is "
                                     f"{reached:.4f} of the dense {kind} (max_group_ratio={max_group_ratio}); raise "
                                     "the target or max_group_ratio")
-    keep = {g.name: [c for u, c in enumerate(candidates(graph, g)) if u not in set(removed[g.name])]
-            for g in groups if removed.get(g.name)}
+    keep = {}
+    for g in groups:
+        if removed.get(g.name):
+            gone = set(removed[g.name])
+            keep[g.name] = [c for u, c in enumerate(candidates(graph, g)) if u not in gone]
     res = finish(graph, groups, keep, f"structured-{criterion}", notes, info)
     res.info["prune_seconds"] = round(time.perf_counter() - t0, 4)
     if verify:

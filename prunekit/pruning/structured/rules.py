@@ -179,10 +179,12 @@ def function_rule_for(fn: Any) -> Rule | None:
 
 
 def module_rule_for(m: nn.Module) -> Rule | None:
-    """The rule for module ``m`` (its class or the nearest registered base class), or None."""
-    for cls in type(m).__mro__:
+    """The rule for module ``m``: its class's, or the nearest registered base class's when ``m`` does not override
+    ``forward`` (a ``LayerNorm2d(nn.LayerNorm)`` that permutes in its own forward is traced into instead)."""
+    own = type(m)
+    for cls in own.__mro__:
         if cls in MODULE_RULES:
-            return MODULE_RULES[cls]
+            return MODULE_RULES[cls] if cls is own or own.forward is cls.forward else None
     return None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import traceback
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.fx as fx
@@ -84,17 +84,20 @@ def how_to_proceed(path: str, kind: str = "call_module", op: str = "") -> str:
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaf_paths: set[str], leaf_types: tuple[type, ...]) -> None:
+    def __init__(self, leaf_paths: set[str], has_rule: Callable[[nn.Module], bool]) -> None:
         super().__init__()
         self.record_stack_traces = True
         self._leaf_paths = leaf_paths
-        self._leaf_types = leaf_types
+        self._has_rule = has_rule
         self.current_path = ""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self._leaf_paths or isinstance(m, self._leaf_types):
+        if module_qualified_name in self._leaf_paths or self._has_rule(m):
             return True
-        return super().is_leaf_module(m, module_qualified_name)
+        if type(m).__module__.startswith("torch.nn") and not isinstance(m, (nn.Sequential, nn.ModuleList,
+                                                                              nn.ModuleDict)):
+            return True  # a torch.nn layer without a rule: a leaf, reported as "no channel rule" with its path
+        return False
 
     def call_module(self, m, forward, args, kwargs):  # remember where we are, for error messages
         prev = self.current_path
@@ -109,9 +112,9 @@ _TRACE_ERRORS = (fx.proxy.TraceError, TypeError, RuntimeError, AttributeError, V
                  IndexError, KeyError, AssertionError)
 
 
-def trace(model: nn.Module, *, leaf_paths: set[str], leaf_types: tuple[type, ...]) -> fx.GraphModule:
-    """Symbolically trace ``model``; modules at ``leaf_paths`` or of ``leaf_types`` are kept as single calls."""
-    tracer = _Tracer(leaf_paths, leaf_types)
+def trace(model: nn.Module, *, leaf_paths: set[str], has_rule: Callable[[nn.Module], bool]) -> fx.GraphModule:
+    """Symbolically trace ``model``; modules at ``leaf_paths`` or with a rule (``has_rule``) stay single calls."""
+    tracer = _Tracer(leaf_paths, has_rule)
     try:
         graph = tracer.trace(model)
     except _TRACE_ERRORS as exc:
