@@ -64,6 +64,7 @@ def test_target_macs_ignore_and_criterion_flags(tmp_path):
     (["--method", "l1-filter", "--ratio", "nan"], "finite"),
     (["--method", "l1-filter", "--ratio", "0.3", "--ignore", "("], "not a valid regular expression"),
     (["--method", "gp", "--ratio", "0.3", "--global"], "only apply to structured methods"),
+    (["--method", "gp", "--ratio", "0.3", "--target-latency", "0.6"], "only apply to structured methods"),
 ])
 def test_bad_structured_flags_are_one_line_errors(argv, message, tmp_path, capsys):
     assert main(["prune", "--model", "resnet56", *argv, "--out", str(tmp_path / "x"), *FAST]) == 2

@@ -21,6 +21,7 @@ COMMANDS = [
     ("scratch", "retrain a pruned architecture from scratch (Scratch-E / Scratch-B)"),
     ("ensemble", "evaluate an ensemble (E-1-k) of checkpoints: sum of logits or mean softmax"),
     ("distill", "ensemble distillation: train a (pruned) student against frozen teacher checkpoints"),
+    ("export", "export a checkpoint to ONNX / TorchScript / torch.export, verified against eager and timed"),
 ]
 
 

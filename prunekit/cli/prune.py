@@ -68,7 +68,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.ratio is None:
         raise PrunekitError(f"--method {args.method} needs --ratio R (fraction of weights to prune, e.g. 0.8)")
     foreign = [f"--{k.replace('_', '-')}" for k in ("percent", "plan", "ratios", "rounds", "skip", "target_macs",
-                                                    "target_params", "criterion")
+                                                    "target_params", "target_latency", "criterion")
                if getattr(args, k, None) is not None]
     foreign += [f for f, v in (("--global", getattr(args, "global_ranking", False)),
                                ("--ignore", getattr(args, "ignore", None)),

@@ -8,7 +8,8 @@ module:callable``, or ``--checkpoint``). Two ways of choosing channels:
   lose filters on its own) and ``--method slimming --percent P`` (one global |γ| threshold);
 * any model, any coupled group (residual streams, concat, depthwise, SE ...): ``--ratio R`` (each group, or with
   ``--global`` one ranking), ``--target-macs F`` / ``--target-params F``, ``--criterion l1|l2|bn|taylor|random``,
-  ``--round-to N``, ``--ignore REGEX``.
+  ``--round-to N``, ``--ignore REGEX``; ``--target-latency F|12ms``: prune until the *measured* latency on
+  ``--latency-runtime`` at ``--latency-batch`` meets it (:mod:`prunekit.pruning.structured.latency_target`).
 
 Writes into ``--out``: ``model.safetensors`` (how to build the dense model + the JSON channel plan + weights;
 ``slimming-mask``: the full model with BN γ/β masks), ``plan.json``, ``groups.csv`` (every channel group the graph
@@ -54,6 +55,14 @@ def add_structured_args(parser: argparse.ArgumentParser) -> None:
                    help="keep this fraction of the conv/linear MACs (global ranking), e.g. 0.5")
     g.add_argument("--target-params", type=float, default=None,
                    help="keep this fraction of the parameters (global ranking), e.g. 0.5")
+    g.add_argument("--target-latency", default=None, metavar="F|Nms",
+                   help="prune until the measured latency is this fraction of the dense model's (e.g. 0.6) or this "
+                        "time (e.g. 12ms) on --latency-runtime / --latency-batch / --latency-threads (global ranking "
+                        "by importance per latency saved)")
+    g.add_argument("--latency-runtime", default=None,
+                   help="--target-latency runtime: eager (default), compile (torch.compile; slow)")
+    g.add_argument("--latency-batch", type=int, default=None,
+                   help="--target-latency: batch size of the latency measurements (default 1)")
     g.add_argument("--criterion", default=None, help="importance: l1 (default), l2, bn, taylor, random")
     g.add_argument("--reduction", default="sum", help="how a coupled group combines its layers' scores: "
                                                       "sum (default), mean, max")
@@ -87,7 +96,8 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 
 def _generic(args: argparse.Namespace) -> bool:
     """True for the any-model path (--ratio / --target-*), False for the papers' rules."""
-    return any(v is not None for v in (args.ratio, args.target_macs, args.target_params))
+    return any(v is not None for v in (args.ratio, args.target_macs, args.target_params,
+                                       getattr(args, "target_latency", None)))
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -97,13 +107,15 @@ def _check_args(args: argparse.Namespace) -> None:
     paper = [f for f, v in (("--plan", args.plan), ("--ratios", args.ratios), ("--skip", args.skip),
                             ("--rounds", args.rounds)) if v is not None]
     budgets = [f for f, v in (("--ratio", args.ratio), ("--target-macs", args.target_macs),
-                              ("--target-params", args.target_params)) if v is not None]
+                              ("--target-params", args.target_params),
+                              ("--target-latency", args.target_latency)) if v is not None]
     generic_only = [f for f, v in (("--global", args.global_ranking), ("--round-to", args.round_to != 1),
                                    ("--ignore", bool(args.ignore))) if v]
     if args.criterion is not None and args.criterion not in CRITERIA:
         raise PrunekitError(f"--criterion must be one of {', '.join(CRITERIA)}, got {args.criterion!r}")
     if len(budgets) > 1:
         raise PrunekitError(f"give one of {', '.join(budgets)}")
+    _check_latency_args(args)
     if budgets:
         if m != "l1-filter":
             raise PrunekitError(f"{budgets[0]} applies to --method l1-filter (with --criterion bn for BN-γ "
@@ -115,7 +127,8 @@ def _check_args(args: argparse.Namespace) -> None:
         return
     if generic_only or args.criterion not in (None, "l1"):
         extra = generic_only + ([f"--criterion {args.criterion}"] if args.criterion not in (None, "l1") else [])
-        raise PrunekitError(f"{', '.join(extra)} need --ratio R, --target-macs F or --target-params F")
+        raise PrunekitError(f"{', '.join(extra)} need --ratio R, --target-macs F, --target-params F or "
+                             "--target-latency F")
     if m == "l1-filter":
         if args.percent is not None:
             raise PrunekitError("--percent is a slimming option; l1-filter takes --ratio, --plan or --ratios")
@@ -128,6 +141,24 @@ def _check_args(args: argparse.Namespace) -> None:
             raise PrunekitError(f"{', '.join(paper)} only apply to --method l1-filter")
         if args.percent is None:
             raise PrunekitError(f"--method {m} needs --percent P (e.g. 0.4)")
+
+
+def _check_latency_args(args: argparse.Namespace) -> None:
+    from ..pruning.structured.latency_target import RUNTIMES, parse_latency_target
+
+    if args.target_latency is None:
+        extra = [f for f, v in (("--latency-runtime", args.latency_runtime), ("--latency-batch", args.latency_batch))
+                 if v is not None]
+        if extra:
+            raise PrunekitError(f"{', '.join(extra)} go with --target-latency")
+        return
+    parse_latency_target(args.target_latency)
+    if args.latency_runtime is not None and args.latency_runtime not in RUNTIMES:
+        raise PrunekitError(f"--latency-runtime must be one of {', '.join(RUNTIMES)}, got {args.latency_runtime!r}")
+    if args.latency_batch is not None and args.latency_batch < 1:
+        raise PrunekitError(f"--latency-batch must be a positive integer, got {args.latency_batch}")
+    if args.criterion == "taylor":
+        raise PrunekitError("--target-latency takes --criterion l1, l2, bn or random (not taylor)")
 
 
 def _taylor_batches(args: argparse.Namespace, model: torch.nn.Module):
@@ -154,6 +185,15 @@ def _prune(args: argparse.Namespace, model: torch.nn.Module, size: tuple[int, ..
     from ..pruning.structured import l1_filter, pruner, slimming
     from .common import parse_floats
 
+    if getattr(args, "target_latency", None) is not None:
+        from ..pruning.structured.latency_target import prune_to_latency
+
+        res = prune_to_latency(
+            model, input_size=size, target=args.target_latency, criterion=args.criterion or "l1",
+            batch_size=args.latency_batch or 1, runtime=args.latency_runtime or "eager",
+            threads=args.latency_threads, ignore=args.ignore, round_to=args.round_to,
+            max_group_ratio=args.max_group_ratio, reduction=args.reduction, seed=args.seed)
+        return res, None, None
     if _generic(args):
         data = _taylor_batches(args, model) if args.criterion == "taylor" else None
         res = pruner.prune_structured(
@@ -279,6 +319,8 @@ def run_structured(args: argparse.Namespace) -> int:
                      "model whose consumers ignore the removed channels)")
     if "target_reached" in res.info:
         notes.append(f"target {res.info['target']}: reached {res.info['target_reached']} (conv/linear cost model)")
+    latency_lines = _latency_lines(res.info.get("latency_target"))
+    notes.extend(latency_lines)
     for k, v in acc.items():
         notes.append(f"top-1 {k}: {v:.2f}%")
     write_text(out / "structured_report.md", report_markdown(f"{name}: {args.method}", rows, res.rows, notes))
@@ -297,10 +339,27 @@ def run_structured(args: argparse.Namespace) -> int:
                          [[r["metric"], r["before"], r["after"], r["ratio"]] for r in rows], precision=3))
     if exact is not None:
         print(f"exact: max |pruned - reference| = {exact:.3g}")
+    for line in latency_lines:
+        print(line)
     for k, v in acc.items():
         print(f"top-1 {k}: {v:.2f}%")
     print(f"wrote {Path(out) / 'model.safetensors'} and reports in {out}")
     return 0
+
+
+def _latency_lines(lt: dict[str, Any] | None) -> list[str]:
+    """Report lines of a --target-latency prune: target, measured (twice), MACs and params before/after."""
+    if not lt:
+        return []
+    m = lt["measured_ms"]
+    met = "met" if lt["target_met"] else ("missed, within 5%" if lt["within_5pct"] else "MISSED by more than 5%")
+    return [f"target latency: {lt['target_ms']:.4g} ms = {lt['target_fraction']:.3f} of the dense {lt['dense_ms']:.4g} "
+            f"ms ({lt['runtime']}, batch {lt['batch_size']}, {lt['threads']} threads, {lt['device']})",
+            f"measured latency: {m[0]:.4g} ms and {m[1]:.4g} ms (measured/target {lt['measured_over_target'][0]:.3f}, "
+            f"{lt['measured_over_target'][1]:.3f}: {met}); predicted {lt['predicted_ms']:.4g} ms; "
+            f"{len(lt['iterations'])} measured candidates",
+            f"MACs {lt['macs_before']:.4g} -> {lt['macs_after']:.4g}; params {lt['params_before']:,} -> "
+            f"{lt['params_after']:,}"]
 
 
 def _dense_of(model: torch.nn.Module) -> torch.nn.Module:

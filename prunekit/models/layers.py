@@ -67,7 +67,7 @@ class ChannelSelection(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self.refresh()
 
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "ChannelSelection":
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ChannelSelection:
         out = super()._apply(fn, *args, **kwargs)
         self.refresh()  # .to(device) / .half() replace the buffers: resync on the new ones
         return out
