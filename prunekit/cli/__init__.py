@@ -15,7 +15,7 @@ COMMANDS = [
     ("train", "train a model (baseline, or sparsity training with --sparsity-reg)"),
     ("eval", "evaluate a checkpoint: top-1/top-5, params, FLOPs, latency"),
     ("info", "list models, or params/FLOPs per layer of a model or checkpoint"),
-    ("prune", "prune a model: weight-level, L1-filter or network slimming"),
+    ("prune", "prune a model: weight-level, or structured on any model (L1-filter, slimming, budgets)"),
     ("sweep", "sensitivity sweep: accuracy without finetune across pruning ratios"),
     ("finetune", "finetune a pruned checkpoint (masks kept)"),
     ("scratch", "retrain a pruned architecture from scratch (Scratch-E / Scratch-B)"),
