@@ -14,11 +14,10 @@ from __future__ import annotations
 import datetime
 import os
 import socket
-import time
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from dist_helpers import spawn
 
 from prunekit.engine import Hook
 from prunekit.engine.trainer import TrainConfig, fit
@@ -46,15 +45,6 @@ def _env(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
 
 
-def _spawn(fn, args, nprocs: int = WORLD, timeout: float = 120.0) -> None:
-    """mp.spawn with a deadline: a hang fails the test instead of blocking the suite."""
-    ctx = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"distributed workers did not finish within {timeout:.0f}s (hang)")
 
 
 def _destroy() -> None:
@@ -110,7 +100,7 @@ def _ddp_worker(rank: int, world: int, port: int, model_name: str, sync_bn: bool
                                                        ("lenet5", False, True)])
 def test_ddp_first_steps_match_single_process_and_see_the_same_batches(model_name, sync_bn, masked, tmp_path):
     out = str(tmp_path / "ddp")
-    _spawn(_ddp_worker, (WORLD, _free_port(), model_name, sync_bn, masked, out))
+    spawn(_ddp_worker, (WORLD, _free_port(), model_name, sync_bn, masked, out))
     ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
 
     torch.manual_seed(0)
@@ -183,7 +173,7 @@ def _eval_and_nan_worker(rank: int, world: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def eval_and_nan_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ddp_eval") / "w")
-    _spawn(_eval_and_nan_worker, (WORLD, _free_port(), out), timeout=120)
+    spawn(_eval_and_nan_worker, (WORLD, _free_port(), out), timeout=120)
     return out
 
 

@@ -3,11 +3,10 @@ and 2 gloo ranks equal to one BatchNorm on the whole batch (outputs, running sta
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from dist_helpers import spawn
 import torch.nn as nn
 
 from prunekit.engine.syncbn import (CPUSyncBatchNorm, CPUSyncBatchNorm1d, CPUSyncBatchNorm3d, convert_sync_batchnorm,
@@ -178,20 +177,12 @@ def _syncbn_worker(rank: int, world: int, port: int, kind: str, out: str) -> Non
     dist.destroy_process_group()
 
 
-def _spawn(fn, args, nprocs=2, timeout=120.0):
-    ctx = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=max(0.1, deadline - time.monotonic())):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"distributed workers did not finish within {timeout:.0f}s (hang)")
 
 
 @pytest.mark.parametrize("kind", ["2d", "1d"])
 def test_two_gloo_ranks_equal_batchnorm_on_the_whole_batch(kind, tmp_path):
     out = str(tmp_path / "bn")
-    _spawn(_syncbn_worker, (2, _free_port(), kind, out))
+    spawn(_syncbn_worker, (2, _free_port(), kind, out))
     r0, r1 = (torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1))
     x, x2, proj = _data(kind)
     ref = _make(kind, sync=False)

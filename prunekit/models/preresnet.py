@@ -129,15 +129,13 @@ class PreBasicBlock(nn.Module):
         return out + residual
 
 
-class PreResNetBasic(nn.Module):
-    """Pre-activation basic-block ResNet (depth ``6n + 2``); ``cfg`` = first-conv width of each block."""
+class PreActNet(nn.Module):
+    """The trunk every pre-activation CIFAR ResNet shares: 3×3 stem, three stages (``residual_stages``), a final
+    BN-ReLU, global pooling and the linear head. Subclasses call :meth:`_build` with their block factory."""
 
-    def __init__(self, depth: int, cfg: Sequence[int], num_classes: int = 10, in_channels: int = 3) -> None:
-        super().__init__()
-        n = (depth - 2) // 6
+    def _build(self, in_channels: int, n: int, make_block, num_classes: int, expansion: int = 1) -> None:
         self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        stages, inplanes = residual_stages(
-            n, STAGE_PLANES, lambda cin, j, planes, stride: PreBasicBlock(cin, cfg[j], planes, stride))
+        stages, inplanes = residual_stages(n, STAGE_PLANES, make_block, expansion=expansion)
         self.layer1, self.layer2, self.layer3 = stages
         self.bn = nn.BatchNorm2d(inplanes)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -148,6 +146,15 @@ class PreResNetBasic(nn.Module):
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
         x = F.relu(self.bn(x))
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class PreResNetBasic(PreActNet):
+    """Pre-activation basic-block ResNet (depth ``6n + 2``); ``cfg`` = first-conv width of each block."""
+
+    def __init__(self, depth: int, cfg: Sequence[int], num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self._build(in_channels, (depth - 2) // 6,
+                    lambda cin, j, planes, stride: PreBasicBlock(cin, cfg[j], planes, stride), num_classes)
 
 
 @register_model("preresnet110", family="preresnet", source="kesi iterative L1-filter")

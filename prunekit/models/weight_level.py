@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import check_no_cfg, init_conv_normal_fan_out, residual_stages
+from .layers import check_no_cfg, init_conv_normal_fan_out
+from .preresnet import PreActNet
 from .registry import register_model
 from .vgg import DEFAULT_CFGS, _check_vgg_cfg
 
@@ -118,24 +119,13 @@ class PreBottleneck(nn.Module):
         return out + (x if self.downsample is None else self.downsample(x))
 
 
-class PreResNetBottleneck(nn.Module):
+class PreResNetBottleneck(PreActNet):
     """Rethinking weight-level PreResNet (bottleneck, ``n`` blocks per stage, planes 16/32/64)."""
 
     def __init__(self, n: int, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        stages, inplanes = residual_stages(
-            n, (16, 32, 64), lambda cin, j, planes, stride: PreBottleneck(cin, planes, stride), expansion=4)
-        self.layer1, self.layer2, self.layer3 = stages
-        self.bn = nn.BatchNorm2d(inplanes)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(inplanes, num_classes)
-        init_conv_normal_fan_out(self, bn_weight=1.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        x = F.relu(self.bn(x))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        self._build(in_channels, n, lambda cin, j, planes, stride: PreBottleneck(cin, planes, stride), num_classes,
+                    expansion=4)
 
 
 @register_model("preresnet110_bottleneck", input_size=(3, 32, 32), family="preresnet_bottleneck", num_classes=10,

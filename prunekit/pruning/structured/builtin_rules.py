@@ -180,11 +180,6 @@ def _param_reshape(c: Ch, x: torch.Tensor, out: torch.Tensor) -> Ch:
     return Ch(None, None, c.param, tuple(pmap))
 
 
-def flatten(ctx: RuleContext) -> Ch:
-    """``torch.flatten(x, start, end)`` / ``nn.Flatten``."""
-    return reshape(ctx)
-
-
 def permute(ctx: RuleContext) -> Ch:
     """``permute/transpose/movedim/swapaxes/t``: the channel dim moves with its data."""
     c = ctx.ch(0)
@@ -563,11 +558,6 @@ def channel_mixing_module(ctx: RuleContext) -> Ch:
     return Ch(c.cdim, c.labels)
 
 
-def flatten_module(ctx: RuleContext) -> Ch:
-    """``nn.Flatten``."""
-    return reshape(ctx)
-
-
 def multihead_attention(ctx: RuleContext) -> tuple:
     """``nn.MultiheadAttention``: the embedding dim is shared by q/k/v and the output (FIXED); heads are kept."""
     opaque_rule(ctx)
@@ -604,7 +594,7 @@ MODULE_RULES[nn.PReLU] = prelu
 MODULE_RULES[nn.Softmax] = channel_mixing_module
 MODULE_RULES[nn.LogSoftmax] = channel_mixing_module
 MODULE_RULES[nn.Softmax2d] = lambda ctx: (ctx.fix(ctx.ch(0)), OPAQUE)[1]
-MODULE_RULES[nn.Flatten] = flatten_module
+MODULE_RULES[nn.Flatten] = reshape
 MODULE_RULES[nn.MultiheadAttention] = multihead_attention
 MODULE_RULES[nn.ChannelShuffle] = opaque_rule
 MODULE_RULES[nn.PixelShuffle] = opaque_rule

@@ -126,7 +126,6 @@ class Group:
     spatial: tuple[int, ...] = ()
     producer_types: tuple[str, ...] = ()
     norm_types: tuple[str, ...] = ()
-    units_per_site: dict[SiteKey, int] = field(default_factory=dict)
     select_bn: str | None = None
 
     @property

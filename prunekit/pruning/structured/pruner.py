@@ -353,12 +353,6 @@ def _global_take(groups: Sequence[Group], order: Sequence[tuple[str, int]], k: i
     return {n: sorted(v) for n, v in removed.items()}
 
 
-@dataclass
-class _Target:
-    kind: str  # "ratio" | "macs" | "params"
-    value: float
-
-
 def _search(fn, lo: int, hi: int, ok) -> int:
     """Smallest k in [lo, hi] with ok(fn(k)) (fn monotone); hi if none."""
     while lo < hi:

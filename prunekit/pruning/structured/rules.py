@@ -39,10 +39,6 @@ class Ch:
     param: str | None = None
     pmap: tuple[int, ...] | None = None
 
-    @property
-    def opaque(self) -> bool:
-        return self.cdim is None
-
 
 OPAQUE = Ch()
 
@@ -190,10 +186,6 @@ def module_rule_for(m: nn.Module) -> Rule | None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _ndim(v: Any) -> int:
-    return v.dim() if isinstance(v, torch.Tensor) else 0
 
 
 def _norm_dim(d: int, ndim: int) -> int:

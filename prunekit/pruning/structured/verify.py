@@ -117,8 +117,3 @@ def removal_error(original: nn.Module, result: Any, input_size: Sequence[int], b
     x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(seed))
     ref = zeroed_reference(original, step_plan_of(result))
     return output_difference(ref, result.model, (x,))[0]
-
-
-def cumulative_keep(plan: dict) -> dict[str, list[int]]:
-    """Kept channels per group of a (possibly composed) plan, in base-model positions."""
-    return {name: list(g["kept"]) for name, g in plan.get("groups", {}).items()}
