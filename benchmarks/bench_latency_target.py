@@ -1,9 +1,9 @@
 """Benchmark (not a test): latency-targeted structured pruning (:func:`prune_to_latency`) on this machine.
 
 Cases (default): ``resnet50`` at 3x224x224 (1000 classes), batch 1; ``resnet56`` at 3x32x32, batch 1 and batch
-32; all with ``--threads`` torch threads (default 1), the eager runtime, L1 importance and ``--target`` 0.6 of the
-dense model's measured latency. Every model is freshly initialised (seed 0): the latency of a pruned architecture
-does not depend on the weights, only the choice of channels does.
+32; all with ``--threads`` torch threads (default 1), ``--runtime`` (default eager) on ``--device``, L1 importance
+and ``--target`` 0.6 of the dense model's measured latency. Every model is freshly initialised (seed 0): the
+latency of a pruned architecture does not depend on the weights, only the choice of channels does.
 
 For each case the pruned model is measured again twice by this script, after the prune (each measurement: dense
 and pruned interleaved pass by pass, ``2 × --repeats`` passes each; measured/target is the median per-pass
@@ -14,7 +14,7 @@ target, MACs and params before/after, the candidates measured by the correction 
 the prunable groups cannot reach (max_group_ratio 0.9) is reported with the best reachable latency.
 
 Run: ``python benchmarks/bench_latency_target.py [--cases resnet50:224:1,resnet56:32:1,resnet56:32:32]
-[--target 0.6] [--threads 1] [--repeats 10]``
+[--target 0.6] [--threads 1] [--repeats 10] [--runtime eager|compile|onnxruntime] [--device cpu|cuda]``
 """
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--target", default="0.6", help="fraction of the dense latency or e.g. 12ms (default 0.6)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=10, help="timed passes per measurement (median)")
+    ap.add_argument("--runtime", default="eager", help="eager (default), compile or onnxruntime")
+    ap.add_argument("--device", default=None, help="device to time on (default: cpu)")
     args = ap.parse_args()
     target = float(args.target) if "s" not in args.target else args.target
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
@@ -57,7 +59,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             res = prune_to_latency(model, input_size=size, target=target, batch_size=batch, threads=args.threads,
-                                   repeats=args.repeats)
+                                   repeats=args.repeats, runtime=args.runtime, device=args.device)
         except PrunekitError as e:
             print(f"{name} {side}px batch {batch}: {e}")
             rows.append([name, f"3x{side}x{side}", batch, "-", str(args.target), "not reachable", "-", "-", "no",
@@ -71,7 +73,7 @@ def main() -> None:
             # dense and pruned interleaved pass by pass (the machine is shared; its speed drifts); judged by the
             # median per-pass ratio against the target fraction
             d, m, r = measure_pair(model, res.model, (batch, *size), repeats=2 * args.repeats, warmup=3,
-                                   threads=args.threads)
+                                   threads=args.threads, runtime=args.runtime, device=args.device)
             dense.append(d)
             meas.append(m)
             ratio.append(r / lt["target_fraction"])

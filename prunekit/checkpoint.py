@@ -3,17 +3,28 @@
 A model file is a safetensors file whose metadata key ``prunekit`` holds JSON::
 
     {"format": "prunekit/1", "model": "resnet56", "num_classes": 10, "in_channels": 3,
-     "cfg": [...] | null, "plan": {...} | null, "storage": "dense" | "sparse", "extra": {...}}
+     "cfg": [...] | null, "plan": {...} | null, "options": {...}, "storage": "dense" | "sparse",
+     "dtype": "float32" | "float64" | "float16" | "bfloat16" | null, "checksum": "sha256:<hex>", "extra": {...}}
 
-Masks are stored as bool tensors under ``"__mask__/<param name>"``. A folder written by any prunekit command
-holds ``model.safetensors``; every loader accepts the folder or the file.
+Masks are stored as bool tensors under ``"__mask__/<param name>"`` (or packed, see
+:mod:`prunekit.pruning.sparse_format`). A folder written by any prunekit command holds ``model.safetensors``;
+every loader accepts the folder or the file.
+
+**Untrusted files.** Loading never unpickles anything. The metadata is checked against a schema
+(:func:`check_meta`) before anything is built: wrong types, missing keys, ``num_classes`` outside
+``[1, MAX_CLASSES]``, ``in_channels`` outside ``[1, MAX_IN_CHANNELS]``, cfg widths above
+:data:`prunekit.models.bounds.MAX_WIDTH` are a :class:`CheckpointError` naming the field; building the model may
+allocate at most :data:`prunekit.models.bounds.MAX_ELEMENTS` tensor elements. ``checksum`` (SHA-256 of the tensor
+payload, files written since it was added) is verified on load. Weights holding NaN/inf load with a warning.
 """
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,14 +32,19 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, PrunekitError
-from .utils.io import atomic_path
+from .models.bounds import MAX_CLASSES, MAX_IN_CHANNELS
+from .utils.io import atomic_path, path_problem
+from .utils.warn import warn_user
 
 FORMAT = "prunekit/1"
 # what torch.load(weights_only=True) raises on truncated, corrupt or code-carrying files
 _TORCH_READ_ERRORS = (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, IndexError, KeyError,
                       TypeError, AttributeError)
 MODEL_FILE = "model.safetensors"
-MASK_PREFIX = "__mask__/"
+MASK_PREFIX = "__mask__/"  # = pruning.sparse_format.MASK_PREFIX (imported lazily: pruning imports this module)
+STORAGES = ("dense", "sparse", "auto")
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -43,13 +59,18 @@ class Checkpoint:
 def resolve_model_file(path: str | os.PathLike) -> Path:
     """Return the model file for ``path`` (a model file, or a folder holding ``model.safetensors``)."""
     p = Path(path)
+    problem = path_problem(p)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {problem}" if problem.startswith("not found") else
+                              f"cannot open checkpoint {p}: {problem}")
     if p.is_dir():
         f = p / MODEL_FILE
-        if not f.is_file():
+        problem = path_problem(f)
+        if problem is not None and problem.startswith("not found"):
             raise CheckpointError(f"no {MODEL_FILE} in folder {p}")
+        if problem is not None:
+            raise CheckpointError(f"cannot open checkpoint {f}: {problem}")
         return f
-    if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p}")
     return p
 
 
@@ -73,98 +94,181 @@ def model_meta(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict
     }
     if factory is not None:
         meta["factory"] = {**factory, "input_size": getattr(model, "prunekit_input_size", None)}
+    meta["dtype"] = model_dtype(model)
     return meta
+
+
+def model_dtype(model: nn.Module) -> str | None:
+    """The one floating-point dtype of ``model``'s parameters and buffers (``"float32"``, ...), None if mixed."""
+    kinds = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()}
+    names = [k for k, v in DTYPES.items() if {v} == kinds]
+    return names[0] if names else None
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, masks: Mapping[str, torch.Tensor] | None = None,
                extra: Mapping[str, Any] | None = None, storage: str = "dense") -> Path:
     """Save ``model`` (and ``masks``) to ``path`` (a file, or a folder that gets ``model.safetensors``), atomically.
 
-    ``storage="sparse"`` stores masked tensors as a bitmask plus non-zero values (requires ``masks``).
-    """
-    from safetensors.torch import save_file
+    ``storage="sparse"`` stores masked tensors as a bitmask plus non-zero values (requires ``masks``);
+    ``"auto"`` does so for each masked tensor where that is smaller, and stores the rest dense (the metadata then
+    says ``"sparse"`` if anything was packed, else ``"dense"``). See :func:`prunekit.pruning.sparse_format.
+    storage_sizes` for the file size against a plain dense file.
 
+    >>> import tempfile, prunekit
+    >>> model = prunekit.create_model("resnet20")
+    >>> res = prunekit.prune_unstructured(model, "global", 0.5)
+    >>> path = prunekit.save_model(model, tempfile.mkdtemp(), masks=res.masks, storage="auto")
+    >>> path.name
+    'model.safetensors'
+    """
+    from .pruning.sparse_format import PREFIX, pack, payload_digest, write_safetensors
+
+    if storage not in STORAGES:
+        raise PrunekitError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path / MODEL_FILE
     meta = model_meta(model, extra)
-    meta["storage"] = storage
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     masks = {k: v.detach().to("cpu", torch.bool).contiguous() for k, v in (masks or {}).items()}
-    if storage == "sparse":
-        from .pruning.sparse_format import pack
-
-        tensors = pack(state, masks)
-    elif storage == "dense":
-        tensors = dict(state)
-        tensors.update({MASK_PREFIX + k: v for k, v in masks.items()})
+    if storage == "dense":
+        tensors = pack(state, None)  # checks the reserved prefixes
+        for k, v in masks.items():
+            if k not in state:
+                raise PrunekitError(f"mask for {k!r} matches no tensor of the state dict")
+            tensors[MASK_PREFIX + k] = v
     else:
-        raise PrunekitError(f"storage must be 'dense' or 'sparse', got {storage!r}")
-    with atomic_path(path) as tmp:
-        save_file(_dedupe_shared(tensors), str(tmp), metadata={"prunekit": json.dumps(meta)})
-    return path
-
-
-def _dedupe_shared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors that share memory: give each its own storage."""
-    seen: set[int] = set()
-    out = {}
-    for k, v in tensors.items():
-        ptr = v.untyped_storage().data_ptr() if v.numel() else -1
-        if ptr in seen:
-            v = v.clone()
-        seen.add(ptr)
-        out[k] = v
-    return out
+        tensors = pack(state, masks, only_if_smaller=storage == "auto")
+    packed = any(k.startswith(PREFIX) for k in tensors)
+    meta["storage"] = "sparse" if storage == "sparse" or packed else "dense"
+    meta["checksum"] = payload_digest(tensors)
+    return write_safetensors(path, tensors, {"prunekit": json.dumps(meta)})
 
 
 def read_checkpoint_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor],
                                                           dict[str, torch.Tensor]]:
-    """Read ``(meta, state_dict, masks)`` from a model file or folder, without building the model."""
-    from safetensors import SafetensorError
-    from safetensors import safe_open
+    """Read ``(meta, state_dict, masks)`` from a model file or folder, without building the model.
+
+    The metadata is validated (:func:`check_meta`) and the payload checksum verified before any tensor is read."""
+    from safetensors import SafetensorError, safe_open
+
+    from .pruning.sparse_format import file_payload_digest, unpack
 
     f = resolve_model_file(path)
     try:
         with safe_open(str(f), framework="pt") as fh:
             raw_meta = (fh.metadata() or {}).get("prunekit")
+            if raw_meta is None:
+                raise CheckpointError(f"{f} has no prunekit metadata: it was not written by prunekit.save_model")
+            try:
+                meta = json.loads(raw_meta)
+            except (json.JSONDecodeError, RecursionError):
+                raise CheckpointError(f"{f} has corrupt prunekit metadata (not JSON, or nested too deeply)") from None
+            meta = check_meta(meta, str(f))
+            if meta.get("checksum") is not None and file_payload_digest(f) != meta["checksum"]:
+                raise CheckpointError(f"{f}: the tensor data does not match its checksum: the file is corrupt "
+                                      "(damaged on disk or in transfer); restore it from a good copy")
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read checkpoint {f}: permission denied ({exc.strerror})") from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{f} is not a readable prunekit checkpoint ({exc})") from None
-    if raw_meta is None:
-        raise CheckpointError(f"{f} has no prunekit metadata: it was not written by prunekit.save_model")
-    try:
-        meta = json.loads(raw_meta)
-    except json.JSONDecodeError:
-        raise CheckpointError(f"{f} has corrupt prunekit metadata") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{f}: unsupported checkpoint format {meta.get('format')!r} (expected {FORMAT})")
-    if meta.get("storage") == "sparse":
-        from .pruning.sparse_format import unpack
+    state, masks = unpack(tensors)
+    return meta, state, masks or {}
 
-        state, masks = unpack(tensors)
-    else:
-        masks = {k[len(MASK_PREFIX):]: v for k, v in tensors.items() if k.startswith(MASK_PREFIX)}
-        state = {k: v for k, v in tensors.items() if not k.startswith(MASK_PREFIX)}
-    return meta, state, masks
+
+def _field_error(source: str, name: str, want: str, got: Any) -> CheckpointError:
+    text = repr(got)
+    text = text if len(text) <= 60 else text[:60] + "..."
+    return CheckpointError(f"{source}: metadata field {name!r} must be {want}, got {text}")
+
+
+def _check_int(meta: Mapping[str, Any], name: str, low: int, high: int, source: str) -> int:
+    v = meta.get(name)
+    if not isinstance(v, Integral) or isinstance(v, bool) or not low <= int(v) <= high:
+        raise _field_error(source, name, f"an integer in [{low}, {high:,}]", v)
+    return int(v)
+
+
+def check_meta(meta: Any, source: str = "checkpoint") -> dict[str, Any]:
+    """Validate checkpoint metadata (a dict read from a file) against the schema in the module docstring and
+    return it; anything else is a :class:`CheckpointError` naming ``source`` and the field. Builds nothing."""
+    from .models.bounds import check_cfg_bounds
+
+    if not isinstance(meta, Mapping):
+        raise CheckpointError(f"{source}: prunekit metadata must be a JSON object, got a {type(meta).__name__}")
+    meta = dict(meta)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{source}: unsupported checkpoint format {meta.get('format')!r} (expected {FORMAT})")
+    factory = meta.get("factory")
+    if factory is not None:
+        if not isinstance(factory, Mapping) or not isinstance(factory.get("target"), str) or \
+                not isinstance(factory.get("kwargs", {}), Mapping):
+            raise _field_error(source, "factory", "an object with a 'target' string and 'kwargs' object", factory)
+        size = factory.get("input_size")
+        if size is not None and (not isinstance(size, list) or not 1 <= len(size) <= 8 or not all(
+                isinstance(v, Integral) and not isinstance(v, bool) and 1 <= v <= 1 << 16 for v in size)):
+            raise _field_error(source, "factory.input_size", "a list of positive integers", size)
+    elif not isinstance(meta.get("model"), str) or not meta["model"]:
+        raise _field_error(source, "model", "a model name (string)", meta.get("model", "<missing>"))
+    for name, high in (("num_classes", MAX_CLASSES), ("in_channels", MAX_IN_CHANNELS)):
+        if factory is None or meta.get(name) is not None:
+            meta[name] = _check_int(meta, name, 1, high, source)
+    for name in ("options", "extra"):
+        if meta.get(name) is not None and not isinstance(meta[name], Mapping):
+            raise _field_error(source, name, "a JSON object", meta[name])
+    plan = meta.get("plan")
+    if plan is not None and not isinstance(plan, Mapping):
+        raise _field_error(source, "plan", "a channel plan object or null", plan)
+    try:
+        check_cfg_bounds(meta.get("cfg"), f"{source}: metadata field 'cfg'")
+        if plan is not None:
+            for key in ("cfg", "base_cfg"):
+                check_cfg_bounds(plan.get(key), f"{source}: metadata field 'plan.{key}'")
+    except PrunekitError as exc:
+        raise CheckpointError(str(exc)) from None
+    if meta.get("storage", "dense") not in ("dense", "sparse"):
+        raise _field_error(source, "storage", "'dense' or 'sparse'", meta["storage"])
+    if meta.get("dtype") is not None and meta["dtype"] not in DTYPES:
+        raise _field_error(source, "dtype", f"one of {', '.join(DTYPES)} or null", meta["dtype"])
+    digest = meta.get("checksum")
+    if digest is not None and not (isinstance(digest, str) and digest.startswith("sha256:") and len(digest) == 71):
+        raise _field_error(source, "checksum", "'sha256:' and 64 hex digits", digest)
+    return meta
 
 
 def build_from_meta(meta: Mapping[str, Any], factory: Any = None, source: str = "checkpoint") -> nn.Module:
     """Build the (possibly pruned) architecture that ``meta`` describes, with fresh weights: the dense model from
-    its zoo name (or from a factory the caller allows, see :mod:`prunekit.factory`), then the channel plan."""
+    its zoo name (or from a factory the caller allows, see :mod:`prunekit.factory`), then the channel plan.
+
+    ``meta`` is validated first (:func:`check_meta`); the build may allocate at most
+    :data:`prunekit.models.bounds.MAX_ELEMENTS` tensor elements (a :class:`CheckpointError` otherwise)."""
+    from .models.bounds import bounded_build
+
+    meta = check_meta(meta, source)
     plan = meta.get("plan")
     if meta.get("factory") is not None:
         from .factory import build_from_spec
 
-        model = build_from_spec(meta["factory"], factory, source)
+        what = f"{source}: the factory {meta['factory']['target']!r} with the metadata's 'factory.kwargs'"
+        build = lambda: build_from_spec(meta["factory"], factory, source)  # noqa: E731
     else:
         from .models import create_model
 
         # the plan slices the dense base model; plans made before base_cfg existed used the pruned cfg
-        cfg = plan.get("base_cfg") if isinstance(plan, Mapping) and "base_cfg" in plan and \
-            plan.get("format") != "prunekit-plan/1" else meta.get("cfg")
-        model = create_model(meta["model"], num_classes=meta["num_classes"], cfg=cfg,
-                             in_channels=meta["in_channels"], **(meta.get("options") or {}))
+        use_base = isinstance(plan, Mapping) and "base_cfg" in plan and plan.get("format") != "prunekit-plan/1"
+        cfg = plan.get("base_cfg") if use_base else meta.get("cfg")
+        what = (f"{source}: the model its metadata describes (model {meta['model']!r}, num_classes "
+                f"{meta['num_classes']}, in_channels {meta['in_channels']}, "
+                f"{'plan.base_cfg' if use_base else 'cfg'} {'None' if cfg is None else f'of {len(cfg)} entries'})")
+        build = lambda: create_model(meta["model"], num_classes=meta["num_classes"], cfg=cfg,  # noqa: E731
+                                     in_channels=meta["in_channels"], **(meta.get("options") or {}))
+    try:
+        model = bounded_build(build, what)
+    except CheckpointError:
+        raise
+    except PrunekitError as exc:
+        raise CheckpointError(str(exc) if str(exc).startswith(source) else f"{source}: {exc}") from None
     if plan is not None:
         from .pruning.structured.plan import apply_plan
 
@@ -197,6 +301,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     ``expect_model`` (a zoo name, or a ``module:callable`` factory) makes a checkpoint of another architecture a
     clear error. ``factory``: the factory targets (a string or a list) this call may import and call when the
     checkpoint was built by one, or a callable to build it with; without it such a checkpoint is refused.
+
+    >>> import tempfile, prunekit
+    >>> model = prunekit.create_model("resnet20")
+    >>> res = prunekit.prune_unstructured(model, "global", 0.5)
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = prunekit.save_model(model, folder, masks=res.masks)
+    >>> ckpt = prunekit.load_checkpoint(folder, expect_model="resnet20")
+    >>> ckpt.model.prunekit_name, sorted(ckpt.masks) == sorted(res.masks)
+    ('resnet20', True)
     """
     from .factory import is_factory_name
 
@@ -213,7 +326,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if held != expect_model:
             raise CheckpointError(f"checkpoint {path} holds a {held!r} model, not {expect_model!r}")
     model = build_from_meta(meta, factory, str(path))
+    _restore_dtypes(model, meta.get("dtype"), state)
     load_state_strict(model, state, str(path))
+    _warn_non_finite(state, str(path))
     if masks:
         from .pruning.masks import check_masks
 
@@ -222,11 +337,36 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return Checkpoint(model=model, masks=masks or None, meta=meta)
 
 
+def _restore_dtypes(model: nn.Module, dtype: str | None, state: Mapping[str, torch.Tensor]) -> None:
+    """Give ``model`` the dtype the metadata records, and each floating tensor the dtype it was saved in."""
+    if dtype is not None:
+        model.to(DTYPES[dtype])
+    with torch.no_grad():
+        for name, t in (*model.named_parameters(), *model.named_buffers()):
+            saved = state.get(name)
+            if saved is not None and t.is_floating_point() and saved.is_floating_point() and saved.dtype != t.dtype:
+                t.data = t.data.to(saved.dtype)
+
+
+def _warn_non_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        warn_user(f"{source}: {len(bad)} tensor(s) hold NaN or inf values ({', '.join(bad[:3])}"
+                  f"{', ...' if len(bad) > 3 else ''}); the model's outputs will not be meaningful")
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", factory: Any = None
                ) -> nn.Module:
     """Rebuild any prunekit-saved model from its folder or file (dense, masked or structurally pruned).
 
     A user architecture saved with a factory loads only with ``factory=`` naming it (see :func:`load_checkpoint`).
+
+    >>> import tempfile, prunekit
+    >>> small = prunekit.prune_structured(prunekit.create_model("resnet20"), ratio=0.5).model
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = prunekit.save_model(small, folder)
+    >>> prunekit.count_params(prunekit.load_model(folder)) == prunekit.count_params(small)
+    True
     """
     return load_checkpoint(path, map_location, factory=factory).model
 
@@ -246,7 +386,22 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except _TORCH_READ_ERRORS as exc:
-        raise CheckpointError(f"cannot read training state {path}: {exc}") from None
+        raise _torch_load_error(path, exc, "training state", "it was not written by prunekit; delete it (and "
+                                "drop --resume) to start the run afresh") from None
+
+
+def _torch_load_error(path: Any, exc: BaseException, what: str, remedy: str) -> CheckpointError:
+    """A clear error for a failed ``torch.load(weights_only=True)``; never passes on torch's advice to retry with
+    ``weights_only=False`` (prunekit does not offer that: it would run code from the file)."""
+    if isinstance(exc, PermissionError):
+        return CheckpointError(f"cannot read {what} {path}: permission denied")
+    text = str(exc)
+    if "weights_only" not in text and "Weights only load failed" not in text:
+        return CheckpointError(f"cannot read {what} {path}: {text.strip().splitlines()[0] if text.strip() else exc!r}")
+    found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"WeightsUnpickler error: ([^\n]{1,120})", text)
+    reason = f" (it refers to {found.group(1).rstrip('.')})" if found else ""
+    return CheckpointError(f"{what} {path} holds Python objects other than tensors{reason}; prunekit never "
+                           f"unpickles arbitrary objects, so it will not load it. {remedy[0].upper()}{remedy[1:]}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,7 +412,10 @@ _FOREIGN_SUFFIXES = (".pth", ".pt", ".bin", ".tar")
 
 def _is_foreign_weights_file(path: str | os.PathLike) -> bool:
     p = Path(path)
-    if not p.is_file():
+    try:
+        if not p.is_file():
+            return False
+    except OSError:  # e.g. permission denied on a folder on the way: resolve_model_file says so
         return False
     if p.name.endswith(_FOREIGN_SUFFIXES):
         return True
@@ -285,14 +443,20 @@ def import_state_dict(path: str | os.PathLike, model_name: str,
 
     p = Path(path)
     if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(p))
+        try:
+            state = load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {p} as a safetensors weights file: {exc}") from None
     else:
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
         except _TORCH_READ_ERRORS as exc:
-            raise CheckpointError(f"cannot read {p} as a weights-only state_dict: {exc}") from None
+            raise _torch_load_error(p, exc, "weights file", "re-save it as a plain state_dict of tensors "
+                                    "(torch.save(model.state_dict(), path), where it was made) and import that, "
+                                    "or save it with prunekit.save_model") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -309,6 +473,7 @@ def import_state_dict(path: str | os.PathLike, model_name: str,
             raise CheckpointError(f"{p}: cannot infer classes/channels (no linear or conv weights)")
         model = create_model(model_name, num_classes=int(mats[-1].shape[0]), in_channels=int(convs[0].shape[1]))
     load_state_strict(model, state, str(p))
+    _warn_non_finite(state, str(p))
     model.to(map_location)
     meta = model_meta(model, {"imported_from": str(p)})
     return Checkpoint(model=model, masks=None, meta=meta)

@@ -10,34 +10,35 @@ loads it back in its runtime, compares it with PyTorch eager on random input and
 * ``exported-program`` (``.pt2``): ``torch.export.export`` + ``torch.export.save``; run as
   ``torch.export.load(path).module()``.
 
-The batch dimension is exported dynamic wherever the model allows it (the example input has batch 2, the check
-batch 3); ``dynamic_batch=False`` exports a fixed batch of 2 (quicker to export, e.g. in tests). :func:`fold_batchnorm` folds every eval-mode BatchNorm into the conv that feeds it (found in the
-torch.fx trace that structured pruning uses) and proves the copy equal to the model.
+The batch dimension is exported dynamic wherever the model allows it (example batch 2, check batch 3);
+``dynamic_batch=False`` exports a fixed batch of 2. Exact rewrites for runtimes, each proved equal to the model
+(found in the torch.fx trace structured pruning uses): :func:`fold_selections` (channel selections absorbed into
+their consumer or moved before their BatchNorm; on by default in :func:`export`) and :func:`fold_batchnorm`
+(eval-mode BatchNorm into the conv that feeds it, ``fold_bn``). Both are export-time transforms: their copies are
+not prunekit checkpoints (save the unfolded model). The ONNX writer and runtimes are :mod:`.metrics.runtimes`.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import importlib
-import logging
+import math
 import statistics
-import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from .errors import PrunekitError
+from .metrics._common import check_input_elements, input_checks, model_device, model_dtype
+from .metrics.latency import _num_threads
+from .metrics.runtimes import ONNX_HINT, onnx_session, quiet, require_onnx, time_ms, write_onnx  # noqa: F401
 from .utils.io import atomic_path
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torch.jit", "exported-program": "torch.export"}
-ONNX_HINT = "onnx export needs `pip install prunekit[onnx]`"
 EXAMPLE_BATCH, CHECK_BATCH = 2, 3
 FOLD_TOL = 1e-5
 
@@ -61,6 +62,7 @@ class ExportResult:
     fold_bn: bool
     folded: list[list[str]] = field(default_factory=list)
     fold_max_abs_diff: float | None = None
+    selections: list[dict[str, Any]] = field(default_factory=list)
     latency: dict[int, dict[str, float | None]] = field(default_factory=dict)
     latency_threads: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -77,6 +79,26 @@ class ExportResult:
 # ---------------------------------------------------------------------------------------------------------------
 # BatchNorm folding
 
+def _traced(src: nn.Module, what: str) -> tuple[Any, dict[str, nn.Module], dict[str, int], set[str]]:
+    """``(fx graph module, modules by name, calls per module, modules read as attributes)`` of ``src``, traced as
+    structured pruning traces it."""
+    from .pruning.structured import rules as R  # noqa: F401  (importing the package registers the zoo rules)
+    from .pruning.structured.trace import trace
+
+    try:
+        gm = trace(src, leaf_paths=set(), has_rule=lambda m: R.module_rule_for(m) is not None)
+    except PrunekitError as exc:
+        raise PrunekitError(f"{what}: {exc}") from None
+    calls: dict[str, int] = {}
+    attr_reads: set[str] = set()
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+        elif node.op == "get_attr":
+            attr_reads.add(str(node.target).rpartition(".")[0])
+    return gm, dict(src.named_modules()), calls, attr_reads
+
+
 @torch.no_grad()
 def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None) -> tuple[nn.Module, list[tuple[str, str]]]:
     """A copy of ``model`` (eval mode) in which every BatchNorm fed by a conv is folded into that conv.
@@ -87,22 +109,8 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None) -> tup
     ``(b − mean)·γ/√(var+ε) + β``; the BN becomes ``nn.Identity``. Returns ``(copy, [(conv, bn), ...])``. With
     ``example`` the copy is checked against the model (relative max difference ≤ 1e-5, else PrunekitError).
     """
-    from .pruning.structured import rules as R  # noqa: F401  (importing the package registers the zoo rules)
-    from .pruning.structured.trace import trace
-
     src = copy.deepcopy(model).eval()
-    try:
-        gm = trace(src, leaf_paths=set(), has_rule=lambda m: R.module_rule_for(m) is not None)
-    except PrunekitError as exc:
-        raise PrunekitError(f"fold_bn: {exc}") from None
-    modules = dict(src.named_modules())
-    calls: dict[str, int] = {}
-    attr_reads: set[str] = set()
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
-        elif node.op == "get_attr":
-            attr_reads.add(str(node.target).rpartition(".")[0])
+    gm, modules, calls, attr_reads = _traced(src, "fold_bn")
     convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     pairs: list[tuple[str, str]] = []
     for node in gm.graph.nodes:
@@ -144,105 +152,145 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None) -> tup
     return out, pairs
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Folding channel selections
+
 @torch.no_grad()
-def _max_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    was = a.training
-    a.eval()
+def fold_selections(model: nn.Module, example: torch.Tensor | None = None, *, absorb: str | bool = "auto",
+                    input_size: Sequence[int] | None = None) -> nn.Module:
+    """A copy of ``model`` (eval mode) without the runtime cost of its :class:`ChannelSelection` layers, exact.
+
+    A selection that keeps every channel becomes ``nn.Identity``. Otherwise the selected tensor's source (the
+    residual stream or DenseNet concatenation feeding the BatchNorm before the selection) is shared with other
+    readers, so the gather cannot be sliced away; two exact rewrites remove or cheapen it:
+
+    * **absorb**: the one conv (groups 1) or linear layer that reads the selection's output (through ReLU,
+      dropout, global average pooling + flatten) takes the full width, with zero weights on the channels the
+      selection dropped; the selection becomes ``nn.Identity`` and no index op remains (ONNX Runtime keeps its
+      blocked conv layout through BN -> ReLU -> conv), at the price of that layer's MACs on the dropped channels;
+    * **reorder**: the gather moves in front of the BatchNorm that feeds it (which is sliced to the kept
+      channels: γ, β, running mean/var), so BN and ReLU run on the kept channels only; one ``index_select`` on a
+      constant index remains.
+
+    ``absorb``: ``True`` / ``False`` for every selection, or ``"auto"``: absorb where the consumer's extra MACs
+    per sample are at most :data:`ABSORB_MACS_PER_ELEMENT` times the elements of the selection's input (the
+    memory traffic a gather and the layout changes around it cost), else reorder. Selections matching neither
+    pattern stay. ``copy.prunekit_folded`` lists what was done. The copy is checked against the model on
+    ``example`` (default: random input of ``input_size`` or the model's natural size; relative max difference
+    ≤ 1e-5, else PrunekitError). An export/benchmark-time transform: the copy is not a prunekit checkpoint.
+    """
+    from .models.layers import ChannelSelection
+    from .pruning.structured.plan import _slice_out
+    from .pruning.structured.zoo_rules import selection_consumer
+
+    if absorb not in (True, False, "auto"):
+        raise PrunekitError(f"fold_selections: absorb must be True, False or 'auto', got {absorb!r}")
+    out = copy.deepcopy(model).eval()
+    sels = [n for n, m in out.named_modules() if isinstance(m, ChannelSelection)]
+    done: list[dict[str, Any]] = []
+    if not sels:
+        out.prunekit_folded = done
+        return out
+    if example is None:
+        size = tuple(input_size) if input_size is not None else default_input_size(model)
+        example = torch.randn((EXAMPLE_BATCH, *size), generator=torch.Generator().manual_seed(0))
+    example = example.to(model_device(model), model_dtype(model))
+    gm, modules, calls, attr_reads = _traced(out, "fold_selections")
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [modules[n].register_forward_hook(
+        lambda m, a, o, n=n: shapes.__setitem__(n, tuple(a[0].shape))) for n in sels]
     try:
-        ra, rb = a(x), b(x)
+        out(example)
     finally:
-        a.train(was)
-    return float((ra - rb).abs().max()), float(ra.abs().max())
+        for h in hooks:
+            h.remove()
+    for node in gm.graph.nodes:
+        name = str(node.target)
+        if node.op != "call_module" or name not in sels:
+            continue
+        sel = modules[name]
+        sel.refresh()
+        if sel.all_kept:
+            _set_module(out, name, nn.Identity())
+            done.append({"selection": name, "action": "identity"})
+            continue
+        if calls.get(name) != 1 or name in attr_reads or name not in shapes:
+            continue
+        kept, full = sel.kept_index.clone(), int(sel.indexes.numel())
+        cons = selection_consumer(node, modules, calls)
+        cons_ok = cons is not None and cons not in attr_reads
+        if cons_ok and absorb == "auto":
+            layer = modules[cons]
+            per_in = layer.out_features if isinstance(layer, nn.Linear) else \
+                layer.out_channels * math.prod(layer.kernel_size)
+            spatial = math.prod(shapes[name][2:]) if isinstance(layer, nn.modules.conv._ConvNd) else 1
+            extra = (full - kept.numel()) * per_in * spatial
+            cons_ok = extra <= ABSORB_MACS_PER_ELEMENT * full * math.prod(shapes[name][2:])
+        if cons_ok and absorb is not False:
+            layer = modules[cons]
+            w = layer.weight
+            wide = w.new_zeros((w.shape[0], full, *w.shape[2:]))
+            wide.index_copy_(1, kept.to(w.device), w)
+            layer.weight = nn.Parameter(wide, requires_grad=w.requires_grad)
+            if isinstance(layer, nn.Linear):
+                layer.in_features = full
+            else:
+                layer.in_channels = full
+            _set_module(out, name, nn.Identity())
+            done.append({"selection": name, "action": "absorbed", "into": cons})
+            continue
+        src = node.args[0] if node.args else None
+        bn = modules.get(str(getattr(src, "target", ""))) if getattr(src, "op", None) == "call_module" else None
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and len(src.users) == 1 and \
+                calls.get(str(src.target)) == 1 and str(src.target) not in attr_reads and bn.num_features == full:
+            sliced = copy.deepcopy(bn)
+            _slice_out(str(src.target), sliced, kept, {"out": kept.tolist(), "out_full": full})
+            _set_module(out, str(src.target), nn.Sequential(sel, sliced))
+            _set_module(out, name, nn.Identity())
+            done.append({"selection": name, "action": "moved before", "bn": str(src.target)})
+    out.prunekit_folded = done
+    diff, ref = _max_diff(model, out, example)
+    if diff > FOLD_TOL * max(1.0, ref):
+        raise PrunekitError(f"fold_selections: the folded model differs from the model by {diff:.3g} (max "
+                            f"|output| {ref:.3g})")
+    return out
+
+
+ABSORB_MACS_PER_ELEMENT = 32
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, new)
+
+
+def _max_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(max |a(x) - b(x)|, max |a(x)|), both in eval mode: the structured pruning's exactness helper."""
+    from .pruning.structured.verify import output_gap
+
+    return output_gap(a, b, (x,))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Export
 
-def require_onnx() -> tuple[Any, bool]:
-    """``(onnxruntime module, onnxscript available)``; a missing ``onnx`` or ``onnxruntime`` is one PrunekitError."""
-    missing = []
-    ort = None
-    for name in ("onnx", "onnxruntime"):
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-            continue
-        if name == "onnxruntime":
-            ort = mod
-    if missing:
-        raise PrunekitError(f"{ONNX_HINT} ({' and '.join(missing)} not installed)")
-    try:
-        importlib.import_module("onnxscript")
-        has_script = True
-    except ImportError:
-        has_script = False
-    return ort, has_script
-
-
 def default_input_size(model: nn.Module) -> tuple[int, ...]:
     """The model's natural input (C, H, W): a zoo model's (with its ``in_channels``), a factory model's recorded
     ``input_size``; anything else must say it."""
-    from .models import list_models, model_info
+    from .models import natural_input_size
 
-    name = getattr(model, "prunekit_name", None)
-    if name in list_models():
-        _, h, w = model_info(name).input_size
-        return (int(getattr(model, "in_channels", 3)), h, w)
-    natural = getattr(model, "prunekit_input_size", None)
+    natural = natural_input_size(model)
     if natural is not None:
-        return tuple(int(v) for v in natural)
+        return natural
     raise PrunekitError(f"export: pass input_size=(C, H, W) for this {type(model).__name__} (CLI: --input-size)")
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the exporters' chatter (tracer warnings, deprecation notes, torch.onnx's registration log)."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "torch.fx.experimental")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
-
-
-def _write_onnx(model: nn.Module, x: torch.Tensor, tmp: Path, has_script: bool, opset: int | None,
-                dynamic: bool, notes: list[str]) -> str:
-    import io
-    from contextlib import redirect_stdout
-
-    kw: dict[str, Any] = dict(input_names=["input"], output_names=["output"], opset_version=opset)
-    buf = io.StringIO()
-    if has_script:
-        with redirect_stdout(buf):
-            prog = torch.onnx.export(model, (x,), None, dynamo=True, verbose=False,
-                                     dynamic_shapes=({0: torch.export.Dim.AUTO},) if dynamic else None, **kw)
-            prog.save(str(tmp), external_data=False)
-        return "torch.onnx.export(dynamo=True)"
-    notes.append("onnxscript is not installed: used the TorchScript-based ONNX exporter (dynamo=False); "
-                 "`pip install prunekit[onnx]` for the torch.export-based one")
-    with redirect_stdout(buf):
-        torch.onnx.export(model, (x,), str(tmp), dynamo=False,
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic else None, **kw)
-    return "torch.onnx.export(dynamo=False)"
 
 
 def _load_runtime(fmt: str, path: Path, ort: Any, threads: int | None
                   ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Any]:
     """``(run, loaded)``: a callable running the exported file on a CPU tensor (returning a CPU tensor), and the
     loaded object."""
-    if fmt == "onnx":
-        opts = ort.SessionOptions()  # as many threads as PyTorch uses, for a like-for-like comparison
-        opts.intra_op_num_threads = int(threads) if threads is not None else torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        name = sess.get_inputs()[0].name
-        return (lambda x: torch.from_numpy(sess.run(None, {name: x.numpy()})[0])), sess
+    if fmt == "onnx":  # as many threads as PyTorch uses, for a like-for-like comparison
+        return onnx_session(path, ort, threads)
     if fmt == "torchscript":
         loaded = mod = torch.jit.load(str(path), map_location="cpu").eval()
     else:
@@ -265,28 +313,6 @@ def _run_or_fail(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, f
                             f"{first[:400]}") from exc
 
 
-def _median_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return float(statistics.median(times))
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def resolve_path(path: str | Path, fmt: str) -> Path:
     """``path`` itself when it ends with the format's suffix, else ``path/model<suffix>`` (a folder)."""
     p = Path(path)
@@ -301,7 +327,7 @@ def resolve_path(path: str | Path, fmt: str) -> Path:
 def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size: Sequence[int] | None = None,
            fold_bn: bool = False, *, latency_batch_sizes: Sequence[int] = (), latency_threads: int | None = None,
            warmup: int = 5, repeats: int = 30, opset: int | None = None, tolerance: float = 1e-4,
-           seed: int = 0, dynamic_batch: bool = True) -> ExportResult:
+           seed: int = 0, dynamic_batch: bool = True, fold_select: bool = True) -> ExportResult:
     """Export ``model`` to ``path`` in ``format`` (``onnx``, ``torchscript``, ``exported-program``) and verify it.
 
     ``path``: a file with the format's suffix (``.onnx``, ``.pt``, ``.pt2``) or a folder (gets ``model<suffix>``);
@@ -311,6 +337,13 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
     input: a relative max difference above ``tolerance`` is an error. ``latency_batch_sizes``: also time the
     runtime and PyTorch eager at these batch sizes (median of ``repeats``, ``latency_threads`` threads each).
     ``dynamic_batch=False``: the file takes batches of exactly 2 (the runtime is timed at that batch size only).
+    ``fold_select`` (default): export :func:`fold_selections`'s copy (no channel-selection gathers where they
+    can be absorbed, the others moved in front of their BatchNorm); ``result.selections`` lists what it did.
+
+    >>> import tempfile, prunekit
+    >>> res = prunekit.export(prunekit.create_model("resnet20"), tempfile.mkdtemp(), format="torchscript")
+    >>> res.path.endswith("model.pt"), res.max_abs_diff < 1e-4     # loaded back and compared with eager
+    (True, True)
     """
     if format not in FORMATS:
         raise PrunekitError(f"export format must be one of {', '.join(FORMATS)}; got {format!r}")
@@ -329,23 +362,25 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
     gen = torch.Generator().manual_seed(seed)
     example = torch.randn((EXAMPLE_BATCH, *size), generator=gen)
     check = torch.randn((CHECK_BATCH if dynamic_batch else EXAMPLE_BATCH, *size), generator=gen)
-    try:
-        with torch.no_grad():
-            ref(example)
-    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PrunekitError(f"export: {type(model).__name__} does not run on an input of shape "
-                            f"{[EXAMPLE_BATCH, *size]} (wrong input_size?): {first}") from None
-    target, folded, fold_diff = ref, [], None
+    check_input_elements(example.shape)
+    with torch.no_grad(), input_checks(ref, example.shape):  # a wrong input_size is named; a bug keeps its traceback
+        ref(example)
+    target, folded, fold_diff, selections = ref, [], None, []
+    if fold_select:
+        target = fold_selections(ref, example)
+        selections = target.prunekit_folded
+        if selections:
+            acts = [d["action"] for d in selections]
+            notes.append("channel selections: " + ", ".join(f"{acts.count(a)} {a}" for a in sorted(set(acts))))
     if fold_bn:
-        target, folded = fold_batchnorm(ref, example)
+        target, folded = fold_batchnorm(target, example)
         fold_diff = _max_diff(ref, target, check)[0] if folded else 0.0
         notes.append(f"folded {len(folded)} BatchNorm layers into their convs")
-    with _quiet():
+    with quiet():
         try:
             with atomic_path(out_path) as tmp, torch.no_grad():
                 if format == "onnx":
-                    exporter = _write_onnx(target, example, tmp, has_script, opset, dynamic_batch, notes)
+                    exporter = write_onnx(target, example, tmp, has_script, opset, dynamic_batch, notes)
                 elif format == "torchscript":
                     torch.jit.save(torch.jit.trace(target, (example,), check_trace=False), str(tmp))
                     exporter = "torch.jit.trace"
@@ -385,16 +420,16 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
     latency: dict[int, dict[str, float | None]] = {}
     for b in latency_batch_sizes:
         x = torch.randn((int(b), *size), generator=gen)
-        with _torch_threads(latency_threads), torch.inference_mode():
-            eager_ms = _median_ms(lambda: ref(x), warmup, repeats)
+        with _num_threads(latency_threads), torch.inference_mode():
+            eager_ms = statistics.median(time_ms(lambda: ref(x), warmup, repeats))
             runtime_ms = None
             if dynamic or b == EXAMPLE_BATCH:
-                with _quiet():
-                    runtime_ms = _median_ms(lambda: run(x), warmup, repeats)
+                with quiet():
+                    runtime_ms = statistics.median(time_ms(lambda: run(x), warmup, repeats))
         latency[int(b)] = {"eager_ms": eager_ms, "runtime_ms": runtime_ms}
     return ExportResult(format=format, path=str(out_path), file_bytes=out_path.stat().st_size, exporter=exporter,
                         runtime=RUNTIMES[format], input_size=list(size), max_abs_diff=diff, max_abs_ref=peak,
                         dynamic_batch=dynamic, fold_bn=bool(fold_bn), folded=[list(p) for p in folded],
-                        fold_max_abs_diff=fold_diff, latency=latency,
+                        fold_max_abs_diff=fold_diff, selections=selections, latency=latency,
                         latency_threads=latency_threads if latency_threads is not None else torch.get_num_threads(),
                         notes=notes, loaded=loaded)

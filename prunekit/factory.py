@@ -44,6 +44,8 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PrunekitError(f"--model-kwargs is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PrunekitError("--model-kwargs is nested too deeply") from None
     if not isinstance(obj, dict):
         raise PrunekitError(f"--model-kwargs must be a JSON object, got {text!r}")
     return obj
@@ -77,7 +79,7 @@ def mark(model: nn.Module, target: str, kwargs: Mapping[str, Any], input_size: A
     """Record on ``model`` how it was built (``prunekit_factory``) and its natural input size."""
     try:
         json.dumps(dict(kwargs))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise PrunekitError(f"model factory {target!r}: keyword arguments must be JSON values") from None
     model.prunekit_factory = {"target": check_target(target), "kwargs": dict(kwargs)}
     classes, channels = infer_io(model)
@@ -96,6 +98,11 @@ def build_model(target: str, kwargs: Mapping[str, Any] | None = None, *, input_s
     """Import and call the factory ``target`` with ``kwargs``; return the model, marked for saving.
 
     Example: ``build_model("mypkg.nets:Net", {"width": 32}, input_size=(3, 32, 32))``.
+
+    >>> import prunekit
+    >>> layer = prunekit.build_model("torch.nn:Linear", {"in_features": 4, "out_features": 2})
+    >>> prunekit.count_params(layer), layer.prunekit_factory["target"]
+    (10, 'torch.nn:Linear')
     """
     fn = resolve_factory(target)
     kwargs = dict(kwargs or {})

@@ -93,7 +93,7 @@ def density_scaled_init_(model: nn.Module, masks: Mapping[str, torch.Tensor]) ->
     """Re-initialise every masked conv weight with He init scaled to its density; return the layers touched.
 
     ``n = mask.sum() / in_channels``; ``w ~ N(0, sqrt(2 / n))``; ``w *= mask``. A fully pruned conv stays zero.
-    Uses the global torch RNG (seed it first for reproducibility).
+    Draws from the global torch RNG (:func:`scratch_model` forks and seeds it).
     """
     touched = []
     for mname, module in model.named_modules():
@@ -112,15 +112,19 @@ def density_scaled_init_(model: nn.Module, masks: Mapping[str, torch.Tensor]) ->
 
 
 def scratch_model(ckpt: Checkpoint, seed: int = 0) -> tuple[nn.Module, Masks | None]:
-    """The checkpoint's (pruned) architecture with fresh weights, and its masks (None for structured ones)."""
+    """The checkpoint's (pruned) architecture with fresh weights, and its masks (None for structured ones).
+
+    The weights are drawn from torch's global CPU generator seeded with ``seed`` inside ``torch.random.fork_rng``:
+    the same numbers as ``torch.manual_seed(seed)`` would give, and the caller's RNG state is left as it was."""
     if not ckpt.meta or "model" not in ckpt.meta:
         raise PrunekitError("Scratch-E/B needs a pruned checkpoint (--checkpoint), not a fresh model")
-    torch.manual_seed(seed)
-    model = build_from_meta(ckpt.meta)
-    masks = {k: v.to(torch.bool) for k, v in ckpt.masks.items()} if ckpt.masks else None
-    if masks:
-        density_scaled_init_(model, masks)
-        apply_masks(model, masks)
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(int(seed))
+        model = build_from_meta(ckpt.meta)
+        masks = {k: v.to(torch.bool) for k, v in ckpt.masks.items()} if ckpt.masks else None
+        if masks:
+            density_scaled_init_(model, masks)
+            apply_masks(model, masks)
     return model, masks
 
 
@@ -165,7 +169,7 @@ def _fraction_milestones(config: Any) -> tuple[float, ...]:
 
 
 def finetune(model: nn.Module, masks: Masks | None, train_data: Any, val_data: Any, config: Any, *,
-             out_dir: Any = None, resume: bool = False, hooks: Sequence[Any] = (),
+             out_dir: Any = None, resume: bool = False, resume_anyway: bool = False, hooks: Sequence[Any] = (),
              extra_meta: Mapping[str, Any] | None = None):
     """Finetune ``model`` with ``masks`` kept exactly (``prunekit.engine.trainer.fit``); returns FitResult."""
     from .engine.trainer import fit
@@ -173,7 +177,7 @@ def finetune(model: nn.Module, masks: Masks | None, train_data: Any, val_data: A
     if masks:
         apply_masks(model, masks)
     return fit(model, train_data, val_data, config, masks=masks, hooks=hooks, out_dir=out_dir, resume=resume,
-               extra_meta=dict(extra_meta or {}, regime="finetune"))
+               resume_anyway=resume_anyway, extra_meta=dict(extra_meta or {}, regime="finetune"))
 
 
 def plan_scratch(ckpt: Checkpoint, model: nn.Module, config: Any, *, budget: str = "B",
@@ -198,7 +202,7 @@ def plan_scratch(ckpt: Checkpoint, model: nn.Module, config: Any, *, budget: str
 
 def train_scratch(ckpt: Checkpoint, train_data: Any, val_data: Any, config: Any, *, budget: str = "B",
                   input_size: Sequence[int], imagenet_style: bool = False, out_dir: Any = None,
-                  resume: bool = False, convention: str = DEFAULT_CONVENTION,
+                  resume: bool = False, resume_anyway: bool = False, convention: str = DEFAULT_CONVENTION,
                   extra_meta: Mapping[str, Any] | None = None):
     """Scratch-E/B: fresh init of the pruned architecture, ``config.epochs`` = the *base* epochs E_base.
 
@@ -210,5 +214,6 @@ def train_scratch(ckpt: Checkpoint, train_data: Any, val_data: Any, config: Any,
     plan, cfg = plan_scratch(ckpt, model, config, budget=budget, input_size=input_size,
                              imagenet_style=imagenet_style, convention=convention)
     meta = dict(extra_meta or {}, regime=f"scratch-{budget}", scratch_budget=plan.to_dict())
-    result = fit(model, train_data, val_data, cfg, masks=masks, out_dir=out_dir, resume=resume, extra_meta=meta)
+    result = fit(model, train_data, val_data, cfg, masks=masks, out_dir=out_dir, resume=resume,
+                 resume_anyway=resume_anyway, extra_meta=meta)
     return result, plan, model

@@ -8,6 +8,7 @@ import torch
 
 from prunekit import create_model, load_checkpoint, load_model, save_model
 from prunekit.errors import CheckpointError, PrunekitError
+from prunekit.models.bounds import _requested, bounded_build
 
 
 def test_save_and_load_round_trip_is_exact(tmp_path):
@@ -100,5 +101,31 @@ def test_plain_state_dict_files_import_into_the_named_zoo_model(tmp_path):
     with pytest.raises(CheckpointError, match="does not match model resnet34"):
         load_checkpoint(tmp_path / "resnet18.pth", expect_model="resnet34")
     torch.save({"net": torch.nn.Linear(2, 2)}, tmp_path / "pickled_module.pth")  # code objects are refused
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="never unpickles arbitrary objects") as err:
         load_checkpoint(tmp_path / "pickled_module.pth", expect_model="resnet18")
+    assert "weights_only=False" not in str(err.value) and "torch.nn.modules.linear.Linear" in str(err.value)
+
+
+# bounds on what a checkpoint's metadata can make prunekit allocate (see also tests/test_hardening_files.py)
+def test_allocation_guard_counts_every_constructor_exactly():
+    def build(extra: int):
+        a = torch.empty(60)
+        b = torch.zeros(4, 10)
+        c = torch.randn(extra)
+        return a, b, c
+
+    assert len(bounded_build(lambda: build(0), "x", limit=100)) == 3  # 60 + 40 + 0 = 100: allowed
+    with pytest.raises(PrunekitError, match="^y would allocate more than 100 tensor elements"):
+        bounded_build(lambda: build(1), "y", limit=100)
+    with pytest.raises(PrunekitError):  # refused before the allocation (2**40 floats would not fit anyway)
+        bounded_build(lambda: torch.empty(2 ** 40), "z", limit=100)
+
+
+@pytest.mark.parametrize("name,args,kwargs", [
+    ("empty", (60,), {}), ("empty", ((3, 4),), {}), ("empty", (3, 4), {}), ("zeros", (), {"size": (2, 5)}),
+    ("randn", (torch.Size([2, 3]),), {}), ("full", ((2, 3), 1.0), {}), ("randint", (5, (2, 3)), {}),
+    ("randint", (1, 5, (4,)), {}), ("arange", (10,), {}), ("arange", (2, 10, 3), {}),
+    ("arange", (0.0, 1.0, 0.25), {}), ("eye", (3,), {}), ("eye", (3, 5), {}), ("randperm", (7,), {}),
+    ("linspace", (0, 1, 9), {})])
+def test_allocation_guard_reads_sizes_off_the_arguments_as_torch_does(name, args, kwargs):
+    assert _requested(name, args, kwargs) == getattr(torch, name)(*args, **kwargs).numel()

@@ -85,19 +85,39 @@ def test_training_is_bit_reproducible_on_cpu(digits_small):
         assert torch.equal(states[0][k], states[1][k]), k
 
 
+class _Killed(Exception):
+    pass
+
+
+class _KillAfter(Hook):
+    """Stops a run right after ``n`` epochs were saved (the next epoch's end raises before its save)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if epoch == self.n:
+            raise _Killed
+
+
+def _interrupted(model, train, val, cfg, out_dir, after=1, **kw):
+    with pytest.raises(_Killed):
+        fit(model, train, val, cfg, out_dir=out_dir, hooks=[_KillAfter(after)], **kw)
+
+
 def test_resume_equals_uninterrupted_training(tmp_path, digits_small):
     train, test = digits_small
+    cfg = _cfg(epochs=3, milestones=(1, 2), max_steps_per_epoch=3)
     torch.manual_seed(0)
     full = create_model("resnet20", num_classes=10, in_channels=1)
-    fit(full, train, test, _cfg(epochs=3, milestones=(1, 2), max_steps_per_epoch=3), out_dir=tmp_path / "full")
+    fit(full, train, test, cfg, out_dir=tmp_path / "full")
 
     torch.manual_seed(0)
-    part = create_model("resnet20", num_classes=10, in_channels=1)
-    fit(part, train, test, _cfg(epochs=1, milestones=(1, 2), max_steps_per_epoch=3), out_dir=tmp_path / "part")
-    torch.manual_seed(123)  # a resumed process starts from a different RNG state: resume must restore it
+    _interrupted(create_model("resnet20", num_classes=10, in_channels=1), train, test, cfg, tmp_path / "part")
+    torch.manual_seed(0)  # a new process builds the same initial model ...
     resumed = create_model("resnet20", num_classes=10, in_channels=1)
-    res = fit(resumed, train, test, _cfg(epochs=3, milestones=(1, 2), max_steps_per_epoch=3),
-              out_dir=tmp_path / "part", resume=True)
+    torch.manual_seed(123)  # ... but its global RNG is elsewhere: resume must restore the run's stream
+    res = fit(resumed, train, test, cfg, out_dir=tmp_path / "part", resume=True)
     a, b = _state(full), _state(resumed)
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -110,16 +130,17 @@ def test_resume_is_exact_even_if_killed_between_the_model_and_state_writes(tmp_p
     from prunekit import save_model
 
     train, _ = digits_small
+    cfg = _cfg(epochs=2, milestones=(1,), max_steps_per_epoch=3)
     torch.manual_seed(0)
     full = create_model("resnet20", num_classes=10, in_channels=1)
-    fit(full, train, None, _cfg(epochs=2, milestones=(1,), max_steps_per_epoch=3), out_dir=tmp_path / "full")
+    fit(full, train, None, cfg, out_dir=tmp_path / "full")
     torch.manual_seed(0)
-    part = create_model("resnet20", num_classes=10, in_channels=1)
-    fit(part, train, None, _cfg(epochs=1, milestones=(1,), max_steps_per_epoch=3), out_dir=tmp_path / "part")
+    _interrupted(create_model("resnet20", num_classes=10, in_channels=1), train, None, cfg, tmp_path / "part")
     # the next epoch's model file landed but its train_state did not: resume must not use those weights
     save_model(create_model("resnet20", num_classes=10, in_channels=1), tmp_path / "part")
+    torch.manual_seed(0)
     resumed = create_model("resnet20", num_classes=10, in_channels=1)
-    fit(resumed, train, None, _cfg(epochs=2, milestones=(1,), max_steps_per_epoch=3), out_dir=tmp_path / "part", resume=True)
+    fit(resumed, train, None, cfg, out_dir=tmp_path / "part", resume=True)
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
 
@@ -152,7 +173,8 @@ def test_masked_weights_stay_exactly_zero(optimizer, amp, digits_small, tmp_path
         assert int((params[n][~m] != 0).sum()) == 0, n
         assert int((params[n][m] != 0).sum()) > 0.9 * int(m.sum()), n  # kept weights still train
     # resumed optimizer state (momentum / Adam moments) cannot revive pruned weights either
-    fit(model, train, None, _cfg(**{**cfg.to_dict(), "epochs": 4}), masks=masks, out_dir=tmp_path, resume=True)
+    fit(model, train, None, _cfg(**{**cfg.to_dict(), "epochs": 4}), masks=masks, out_dir=tmp_path, resume=True,
+        resume_anyway=True)
     for n, m in masks.items():
         assert int((dict(model.named_parameters())[n][~m] != 0).sum()) == 0, n
 
@@ -236,3 +258,150 @@ def test_progress_bar_raises_no_requires_grad_warning(digits_small, capsys):
         warnings.simplefilter("always")
         fit(model, train, None, _cfg(epochs=1, max_steps_per_epoch=4, progress=True, log_interval=2))
     assert not [w for w in caught if "requires_grad" in str(w.message)], [str(w.message) for w in caught]
+
+
+# -- resume refuses a changed configuration; the caller's RNG is left alone; logging, not printing -------------
+
+def test_resume_refuses_a_changed_configuration_listing_the_fields(tmp_path, digits_small):
+    from prunekit.data import subset
+
+    train, _ = digits_small
+    cfg = _cfg(epochs=2, milestones=(1,), max_steps_per_epoch=2)
+
+    def model(seed=0):
+        torch.manual_seed(seed)
+        return create_model("lenet5", num_classes=10, in_channels=1)
+
+    _interrupted(model(), train, None, cfg, tmp_path)
+    changed = _cfg(epochs=3, lr=0.2, seed=4, milestones=(1,), max_steps_per_epoch=2)
+    with pytest.raises(PrunekitError, match=r"epochs: 2 -> 3; lr: 0\.05 -> 0\.2; seed: 3 -> 4.*resume anyway"):
+        fit(model(), train, None, changed, out_dir=tmp_path, resume=True)
+    with pytest.raises(PrunekitError, match="initial_weights"):  # another input checkpoint / init
+        fit(model(seed=1), train, None, cfg, out_dir=tmp_path, resume=True)
+    with pytest.raises(PrunekitError, match=r"train_data\.size: 256 -> 200"):  # another --limit
+        fit(model(), subset(train, 200), None, cfg, out_dir=tmp_path, resume=True)
+    # fields that do not change the result are not checked
+    fit(model(), train, None, _cfg(epochs=2, milestones=(1,), max_steps_per_epoch=2, eval_batch_size=7,
+                                   log_interval=1), out_dir=tmp_path / "x")
+    res = fit(model(), train, None, _cfg(**{**cfg.to_dict(), "lr": 0.07}), out_dir=tmp_path, resume=True,
+              resume_anyway=True)
+    assert res.resumed_with_changes == {"lr": [0.05, 0.07]}
+    assert [r["epoch"] for r in res.history] == [1, 2]
+    from prunekit.checkpoint import load_train_state
+
+    assert load_train_state(tmp_path / "train_state.pt")["resumed_with_changes"] == {"lr": [0.05, 0.07]}
+
+
+def test_an_unchanged_resume_reports_no_changes(tmp_path, digits_small):
+    train, _ = digits_small
+    cfg = _cfg(epochs=2, max_steps_per_epoch=2)
+    torch.manual_seed(0)
+    _interrupted(create_model("lenet5", num_classes=10, in_channels=1), train, None, cfg, tmp_path)
+    torch.manual_seed(0)
+    res = fit(create_model("lenet5", num_classes=10, in_channels=1), train, None, cfg, out_dir=tmp_path, resume=True)
+    assert res.resumed_with_changes is None and len(res.history) == 2
+
+
+def _dropout_net():
+    from prunekit.factory import mark
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                              torch.nn.Linear(32, 10))
+    return mark(net, "test_engine:_dropout_net", {})
+
+
+def test_fit_leaves_the_callers_global_rng_state_as_it_was(tmp_path, digits_small):
+    train, test = digits_small
+    torch.manual_seed(0)
+    init = _dropout_net().state_dict()
+    results = []
+    for caller_seed in (11, 12):  # dropout draws from the global RNG: seeded by config.seed, not by the caller
+        net = _dropout_net()
+        net.load_state_dict(init)
+        torch.manual_seed(caller_seed)
+        before = torch.get_rng_state()
+        expected_next = torch.rand(4)
+        torch.set_rng_state(before)
+        fit(net, train, test, _cfg(epochs=1, max_steps_per_epoch=3), out_dir=tmp_path / str(caller_seed))
+        assert torch.equal(torch.get_rng_state(), before)
+        assert torch.equal(torch.rand(4), expected_next)
+        results.append(net.state_dict())
+    for k in results[0]:
+        assert torch.equal(results[0][k], results[1][k]), k
+    net = _dropout_net()
+    net.load_state_dict(init)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    fit(net, train, None, _cfg(epochs=2, max_steps_per_epoch=3), out_dir=tmp_path / "11", resume=True,
+        resume_anyway=True)
+    assert torch.equal(torch.get_rng_state(), before)  # a resume restores the run's stream only inside the run
+
+
+def test_epoch_line_is_an_info_log_not_a_print(digits_small, caplog, capsys):
+    import logging
+
+    train, _ = digits_small
+    with caplog.at_level(logging.INFO, logger="prunekit.engine.trainer"):
+        fit(create_model("lenet5", num_classes=10, in_channels=1), train, None, _cfg(epochs=1, max_steps_per_epoch=2))
+    lines = [r.getMessage() for r in caplog.records if r.name == "prunekit.engine.trainer"]
+    assert len(lines) == 1 and lines[0].startswith("epoch 1/1: loss ")
+    captured = capsys.readouterr()
+    assert "epoch 1" not in captured.err and "epoch 1" not in captured.out
+
+
+def test_training_with_every_feature_emits_no_warning(tmp_path, digits_small):
+    import warnings
+
+    train, test = digits_small
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10, in_channels=1)
+    masks = _random_masks(model, density=0.5)
+    apply_masks(model, masks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(model, train, test, _cfg(epochs=2, max_steps_per_epoch=3, progress=True, log_interval=1, amp=True),
+            masks=masks, out_dir=tmp_path)
+        fit(model, train, test, _cfg(epochs=2, max_steps_per_epoch=3, progress=True, log_interval=1, amp=True),
+            masks=masks, out_dir=tmp_path, resume=True, resume_anyway=True)
+
+
+# -- one evaluation loop; its warnings name the caller's line, not torch/utils/_contextlib.py ------------------
+
+def test_evaluate_outputs_counts_each_output_like_a_hand_loop(digits_small):
+    from prunekit.engine.evaluate import evaluate_outputs
+    from prunekit.data.loader import BatchLoader
+
+    _, test = digits_small
+    torch.manual_seed(0)
+    a, b = create_model("lenet5", num_classes=10, in_channels=1), create_model("lenet5", num_classes=10, in_channels=1)
+    res = evaluate_outputs([a, b], lambda x: [a(x), b(x), a(x) + b(x)], test, 50, "cpu")
+    hits = torch.zeros(3, 2)
+    with torch.no_grad():  # independent oracle: argmax / sorted top-5 membership on the host
+        for x, y in BatchLoader(test, batch_size=128, shuffle=False, seed=0, device=torch.device("cpu"), train=False):
+            for j, out in enumerate([a(x), b(x), a(x) + b(x)]):
+                hits[j, 0] += int((out.argmax(1) == y).sum())
+                top5 = out.argsort(1, descending=True)[:, :5]
+                hits[j, 1] += sum(int(t in row) for t, row in zip(y.tolist(), top5.tolist()))
+    for j in range(3):
+        assert res[j]["n"] == len(test)
+        assert res[j]["top1"] == pytest.approx(100 * float(hits[j, 0]) / len(test))
+        assert res[j]["top5"] == pytest.approx(100 * float(hits[j, 1]) / len(test))
+    assert res[0] == pytest.approx(evaluate(a, test, batch_size=50, device="cpu"))
+    assert a.training and b.training  # modes restored
+
+
+def test_evaluating_a_nan_model_warns_at_the_callers_line(digits_small):
+    import warnings
+
+    _, test = digits_small
+    model = create_model("lenet5", num_classes=10, in_channels=1)
+    with torch.no_grad():
+        model.fc1.weight[0, 0] = float("nan")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate(model, test, device="cpu")  # evaluate_outputs is wrapped by @torch.no_grad()
+    [w] = [w for w in caught if "not finite" in str(w.message)]
+    assert w.filename == __file__, w.filename  # not torch/utils/_contextlib.py nor prunekit/engine/evaluate.py
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(create_model("lenet5", num_classes=10, in_channels=1), test, device="cpu")  # finite: silent

@@ -139,7 +139,8 @@ def test_onnx_round_trip_in_onnxruntime_has_no_nonzero(tmp_path):
     sel.set_kept([0, 3, 4, 7])
     model = randomize_bn(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), sel, nn.ReLU(),
                                        nn.Conv2d(4, 5, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()), 0).eval()
-    res = prunekit.export(model, tmp_path / "sel.onnx", "onnx", (3, 8, 8), latency_batch_sizes=(1, 4), repeats=2)
+    res = prunekit.export(model, tmp_path / "sel.onnx", "onnx", (3, 8, 8), latency_batch_sizes=(1, 4), repeats=2,
+                          fold_select=False)  # unfolded (folded: tests/test_deploy_fold.py)
     assert res.exporter == "torch.onnx.export(dynamo=True)" and res.dynamic_batch
     assert res.max_abs_diff <= TOL * max(1.0, res.max_abs_ref) and res.latency[4]["runtime_ms"] > 0
     ops = {n.op_type for n in onnx.load(res.path).graph.node}

@@ -203,7 +203,7 @@ FAST = ["--latency-batch-sizes", "1", "--latency-repeats", "1"]
     (["--target-latency", "1.2"], "must be in (0.0, 1.0)"),
     (["--target-latency", "0ms"], "positive time"),
     (["--target-latency", "0.6", "--latency-runtime", "tensorrt"], "--latency-runtime must be one of"),
-    (["--target-latency", "0.6", "--latency-batch", "0"], "--latency-batch must be a positive"),
+    (["--target-latency", "0.6", "--latency-batch", "0"], "--latency-batch must be"),
     (["--ratio", "0.3", "--latency-runtime", "eager"], "go with --target-latency"),
     (["--plan", "resnet56-A", "--latency-batch", "8"], "go with --target-latency"),
     (["--target-latency", "0.6", "--plan", "resnet56-A"], "do not combine"),
@@ -261,3 +261,41 @@ def test_measure_pair_times_two_models_interleaved():
     a, b, ratio = LT.measure_pair(small, big, (2, 3, 32, 32), repeats=6, warmup=1, threads=1)
     assert a > 0 and b > 0 and ratio > 1.5  # ~60x the MACs
     assert small.training and big.training  # train/eval flags restored
+
+
+def test_each_runtime_times_the_models_and_the_layer_table_where_documented(monkeypatch):
+    """onnxruntime: models and layer table in ONNX Runtime; compile: models compiled, the table eager; the device
+    and threads reach every measurement; a missing onnxruntime is one clear error."""
+    import sys
+
+    import prunekit.metrics as M
+
+    seen = []
+
+    def fake_measure(m, size, *, batch_size, warmup, repeats, device, threads, runtime):
+        seen.append((runtime, device, threads, batch_size))
+        return M.LatencyReport(1.0, 1.0, 1.0, 0.0, batch_size, str(device), repeats, threads or 1, runtime)
+
+    monkeypatch.setattr(M, "measure_latency", fake_measure)
+    conv = nn.Conv2d(3, 4, 3)
+    for runtime, table_runtime in (("eager", "eager"), ("compile", "eager"), ("onnxruntime", "onnxruntime")):
+        if runtime == "onnxruntime":
+            pytest.importorskip("onnxruntime")
+            pytest.importorskip("onnx")
+        seen.clear()
+        model_fn, layer_fn, _ = LT._default_latency_fn(runtime, "cpu", 1, 3, 1)
+        model_fn(conv, (2, 3, 8, 8))
+        layer_fn(conv, (2, 3, 8, 8))
+        assert seen == [(runtime, "cpu", 1, 2), (table_runtime, "cpu", 1, 2)]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(PrunekitError, match=r"--latency-runtime onnxruntime: .*pip install prunekit\[onnx\]"):
+        LT._default_latency_fn("onnxruntime", None, None, 3, 1)
+
+
+def test_measure_pair_on_onnxruntime():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    small = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    big = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1))
+    a, b, ratio = LT.measure_pair(small, big, (2, 3, 16, 16), repeats=5, warmup=1, threads=1, runtime="onnxruntime")
+    assert 0 < a and 0 < b and ratio > 1  # ~200x the MACs

@@ -358,3 +358,71 @@ def test_latency_rejects_bad_arguments():
         measure_latency(_tiny_net(), (3, 8, 8), repeats=0)
     with pytest.raises(PrunekitError, match="input_size"):
         measure_latency(_tiny_net(), (3, -8, 8))
+
+
+# ---------------------------------------------------------------- input-size checks and runtimes (issues 9, 12)
+
+class _Buggy(nn.Module):
+    """A model with a real bug after its first layer: must keep its own exception and traceback."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y.view(y.shape[0], 7, -1)  # 4*H*W is not a multiple of 7 here: a RuntimeError of the model's own
+
+
+@pytest.mark.parametrize("measure", ["flops", "latency"])
+def test_wrong_input_sizes_are_named_up_front(measure):
+    def run(model, size):
+        if measure == "flops":
+            return count_flops(model, (1, *size))
+        return measure_latency(model, size, warmup=0, repeats=1)
+
+    with pytest.raises(PrunekitError, match=r"first layer 0 \(Conv2d\) 5 input channels; it takes 3"):
+        run(_tiny_net(), (5, 8, 8))
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    with pytest.raises(PrunekitError, match=r"first layer 1 \(Linear\) 27 input features; it takes 12"):
+        run(mlp, (3, 3, 3))
+    small = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3))
+    with pytest.raises(PrunekitError, match=r"too small: layer 2 \(MaxPool2d\) gets a spatial size of 1x1"):
+        run(small, (3, 3, 3))  # 3x3 -> conv 1x1 -> pool(2) cannot
+    with pytest.raises(PrunekitError, match=r"too small: layer 0 \(Conv2d\) gets a spatial size of 2x5"):
+        run(small, (3, 2, 5))
+    run(nn.Sequential(nn.AvgPool2d(2, ceil_mode=True), nn.Conv2d(3, 2, 1)), (3, 1, 1))  # ceil mode: 1x1 is fine
+    with pytest.raises(PrunekitError, match="more than the 268,435,456"):
+        run(_tiny_net(), (3, 100000, 100000))  # refused before anything is allocated
+    with pytest.raises(RuntimeError, match="invalid for input of size") as info:
+        run(_Buggy(), (3, 5, 5))
+    assert not isinstance(info.value, PrunekitError)
+
+
+def test_latency_runtimes_and_their_errors(monkeypatch):
+    import sys
+
+    from prunekit.errors import UnknownNameError
+
+    net = _tiny_net()
+    with pytest.raises(UnknownNameError, match="unknown latency runtime 'tensorrt'"):
+        measure_latency(net, (3, 8, 8), runtime="tensorrt")
+
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.raises(PrunekitError, match="runtime compile: torch.compile does not work.*no C\\+\\+ compiler"):
+        measure_latency(net, (3, 8, 8), runtime="compile", repeats=1)
+    monkeypatch.undo()
+    with monkeypatch.context() as mp:
+        mp.setitem(sys.modules, "onnxruntime", None)
+        with pytest.raises(PrunekitError, match=r"pip install prunekit\[onnx\].*onnxruntime not installed"):
+            measure_latency(net, (3, 8, 8), runtime="onnxruntime")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    rep = measure_latency(net, (3, 8, 8), batch_size=2, warmup=1, repeats=3, threads=1, runtime="onnxruntime")
+    assert rep.runtime == "onnxruntime" and rep.median_ms > 0 and rep.threads == 1
+    if not torch.cuda.is_available():
+        with pytest.raises(PrunekitError, match="CUDA is not available"):
+            measure_latency(net, (3, 8, 8), runtime="onnxruntime", device="cuda")

@@ -303,3 +303,73 @@ def test_shortcut_a_pools_pads_and_passes_gradient():
     y.sum().backward()
     assert torch.equal(x.grad, torch.full_like(x, 0.25))
     assert ShortcutA(3, 5, 2)(torch.randn(1, 3, 9, 9)).shape == (1, 5, 5, 5)
+
+
+# ------------------------------------------------------------------------------- the per-model metadata record
+def test_registry_record_holds_li_et_al_plans_and_kesi_defaults():
+    from prunekit.models import model_info
+    from prunekit.models.registry import named_plan, named_plans
+
+    # Li et al. 2017, Table 1 / §4.2: ResNet-56-A prunes 10% per stage and skips convs 16, 20, 38, 54; -B prunes
+    # 60/30/10% and also skips 18 and 34; ResNet-110-A prunes 50% of stage 1 only and skips 36; -B 50/40/30%
+    # skipping 36, 38, 74; VGG-16-A prunes conv1_1 and conv4_1 ... conv5_3 by half.
+    expected = {"resnet56-A": ("resnet56", (0.1, 0.1, 0.1), (16, 20, 38, 54)),
+                "resnet56-B": ("resnet56", (0.6, 0.3, 0.1), (16, 18, 20, 34, 38, 54)),
+                "resnet110-A": ("resnet110", (0.5, 0.0, 0.0), (36,)),
+                "resnet110-B": ("resnet110", (0.5, 0.4, 0.3), (36, 38, 74))}
+    for name, (model, ratios, skip_ids) in expected.items():
+        plan = named_plan(name)
+        assert (plan.model, plan.stage_ratios, plan.skip_ids) == (model, ratios, skip_ids)
+        assert model_info(model).plans[name] is plan
+    vgg = named_plan("vgg16-A")
+    assert (vgg.model, vgg.ratio) == ("vgg16_l1", 0.5)
+    assert vgg.layers == ("conv1_1", "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
+    assert sorted(named_plans()) == sorted([*expected, "vgg16-A"])
+    with pytest.raises(UnknownNameError, match="valid plans: .*resnet56-A"):
+        named_plan("resnet56-C")
+    # kesi (seed 002): 10/20/30% of the remaining filters per stage and round; its sensitive blocks kept whole
+    assert model_info("resnet56").iterative.skip == ("layer1.7", "layer2.0", "layer3.0", "layer3.8")
+    for name in ("resnet56", "resnet110", "preresnet110", "wrn_28_10", "wrn_16_8"):
+        assert model_info(name).iterative.stage_ratios == (0.1, 0.2, 0.3), name
+    assert model_info("resnet110").iterative.skip == model_info("preresnet110").iterative.skip == \
+        ("layer1.17", "layer2.0", "layer3.0")
+    assert (model_info("vgg16_l1").iterative.ratio, model_info("vgg16_l1").iterative.layers) == (0.25, vgg.layers)
+    assert model_info("resnet20").iterative is None and model_info("vgg16").plans == {}
+
+
+def test_registry_record_normalisation_follows_the_training_data():
+    from prunekit.models import model_info
+
+    # the usual published statistics: CIFAR-10 (kuangliu), ImageNet (torchvision), MNIST
+    assert (model_info("resnet56").mean, model_info("resnet56").std, model_info("resnet56").dataset) == \
+        ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010), "cifar10")
+    assert (model_info("resnet50").mean, model_info("resnet50").std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert (model_info("lenet5").mean, model_info("lenet5").std, model_info("lenet5").dataset) == \
+        ((0.1307,), (0.3081,), "mnist")
+    for name in list_models():
+        info = model_info(name)
+        assert len(info.mean) == len(info.std) == info.input_size[0], name
+
+
+def test_natural_input_size_of_zoo_factory_and_plain_models():
+    from prunekit.models.registry import natural_input_size
+
+    assert natural_input_size(create_model("resnet18", in_channels=1)) == (1, 224, 224)
+    assert natural_input_size(create_model("vgg11")) == (3, 32, 32)
+    plain = nn.Linear(2, 2)
+    assert natural_input_size(plain) is None
+    plain.prunekit_input_size = [3, 64, 48]
+    assert natural_input_size(plain) == (3, 64, 48)
+    plain.prunekit_input_size = [2]  # a factory model of vectors: as recorded
+    assert natural_input_size(plain) == (2,)
+
+
+def test_register_model_rejects_a_plan_for_another_model_and_half_given_normalisation():
+    from prunekit.models.registry import NamedPlan, register_model
+
+    with pytest.raises(ValueError, match="is for 'resnet56'"):
+        register_model("tmp_net_a", plans={"tmp-A": NamedPlan("resnet56")})(lambda num_classes=10, cfg=None,
+                                                                             in_channels=3: nn.Identity())
+    with pytest.raises(ValueError, match="mean and std together"):
+        register_model("tmp_net_b", mean=(0.5,))
+    assert "tmp_net_a" not in list_models()

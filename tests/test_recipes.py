@@ -94,16 +94,16 @@ def test_dry_run_prints_every_command_and_writes_nothing(tmp_path, capsys):
 
 
 # -- running, skipping, changed options ---------------------------------------------------------------------------
-def test_rerun_skips_finished_stages_and_rejects_changed_options(tmp_path, capsys):
+def test_rerun_skips_finished_stages_and_rejects_changed_options(tmp_path, caplog):
     out = tmp_path / "o"
     run_recipe(parse_recipe(_recipe()), out)
     model = out / "seed0" / "base" / "model.safetensors"
     stamp = model.stat().st_mtime_ns
     assert (out / "seed0" / "p" / MARKER).is_file() and (out / "summary.md").is_file()
-    capsys.readouterr()
-    run_recipe(parse_recipe(_recipe()), out)
-    err = capsys.readouterr().err
-    assert err.count("done, skipped") == 2
+    caplog.clear()
+    with caplog.at_level("INFO", logger="prunekit"):
+        run_recipe(parse_recipe(_recipe()), out)
+    assert caplog.text.count("done, skipped") == 2
     assert model.stat().st_mtime_ns == stamp
     changed = _recipe()
     changed["stages"][0]["args"]["lr"] = 0.05

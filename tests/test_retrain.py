@@ -175,3 +175,21 @@ def test_finetune_keeps_masks(tmp_path, digits_small):
     w = ckpt.model.fc1.weight.detach()
     assert torch.all(w[~res.masks["fc1.weight"]] == 0) and not torch.equal(w, before)
     assert load_checkpoint(tmp_path / "ft").masks is not None
+
+
+def test_scratch_model_is_seeded_without_touching_the_callers_rng(tmp_path):
+    ckpt, _ = _pruned_lenet(tmp_path, 0.5)
+    torch.manual_seed(99)
+    before = torch.get_rng_state()
+    a, masks = scratch_model(ckpt, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    b, _ = scratch_model(ckpt, seed=7)
+    c, _ = scratch_model(ckpt, seed=8)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa if k in masks)
+    # the unmasked tensors are exactly the zoo's init drawn right after torch.manual_seed(seed)
+    torch.manual_seed(7)
+    ref = create_model("lenet5", num_classes=10, in_channels=1).state_dict()
+    unmasked = [k for k in sa if k not in masks]
+    assert unmasked and all(torch.equal(sa[k], ref[k]) for k in unmasked)

@@ -206,12 +206,12 @@ def test_finetune_writes_log_finetune_and_gpmt_orig_acc(tmp_path, base, capsys):
 
 def test_resumed_training_writes_the_same_seed_files(tmp_path, capsys):
     """The files are rebuilt whole from the trainer's history each epoch (the seeds append): train 1 epoch, resume
-    to 2, and they equal an uninterrupted 2-epoch run's (wall-clock time aside)."""
+    to 2 (a changed --epochs: --resume-anyway), and they equal an uninterrupted 2-epoch run's (wall-clock time aside)."""
     full, part = tmp_path / "full", tmp_path / "part"
     flat = [*TINY, "--schedule", "constant", "--seed-logs"]  # constant LR: a 1-epoch run is the 2-epoch run cut
     _run(["train", *flat, "--epochs", "2", "--out", full], capsys)
     _run(["train", *flat, "--epochs", "1", "--out", part], capsys)
-    _run(["train", *flat, "--epochs", "2", "--resume", "--out", part], capsys)
+    _run(["train", *flat, "--epochs", "2", "--resume", "--resume-anyway", "--out", part], capsys)
     for f in ("log.txt", "record.txt"):
         assert (part / f).read_text() == (full / f).read_text(), f
     strip = [[c for i, c in enumerate(r) if i != 2] for r in _seed_csv(part / "gpmt_log.csv")[1]]

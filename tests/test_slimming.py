@@ -11,7 +11,7 @@ from prunekit import load_checkpoint, load_model, save_model
 from prunekit.errors import EmptyLayerError, PrunekitError
 from prunekit.metrics import count_params
 from prunekit.models import create_model
-from prunekit.pruning.masks import MaskHook
+from prunekit.pruning.sparsifier import MaskHook
 from prunekit.pruning.structured.slimming import (BNL1Hook, global_threshold, prune_slimming,
                                                   prune_slimming_mask)
 from prunekit.pruning.structured.verify import randomize_bn, removal_error

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prunekit.pruning.masks import MaskHook, mask_gradients
+from prunekit.pruning.masks import mask_gradients
+from prunekit.pruning.sparsifier import MaskHook
 from prunekit.pruning.unstructured import prune_unstructured
 
 
@@ -110,10 +111,36 @@ def test_masks_hold_through_fit_and_resume(opt_name, tmp_path, digits_small):
     # resume for one more epoch from the saved optimizer state, in a fresh model
     fresh = create_model("lenet5", num_classes=10, in_channels=1)
     cfg2 = TrainConfig(**{**cfg.to_dict(), "epochs": 2, "milestones": (0.5, 0.75)})
-    fit(fresh, train, None, cfg2, masks=res.masks, out_dir=tmp_path, resume=True)
+    # a longer run and fresh initial weights: a changed configuration, resumed on purpose
+    fit(fresh, train, None, cfg2, masks=res.masks, out_dir=tmp_path, resume=True, resume_anyway=True)
     _assert_exact_zeros(fresh, res.masks)
     ckpt = load_checkpoint(tmp_path)
     assert ckpt.masks is not None and set(ckpt.masks) == set(res.masks)
     assert all(torch.equal(ckpt.masks[k], res.masks[k]) for k in res.masks)
     _assert_exact_zeros(ckpt.model, ckpt.masks)
     assert ckpt.meta["extra"]["epoch"] == 2
+
+
+def test_mask_counts_and_sparsity_by_hand():
+    from prunekit.pruning.masks import layer_sparsity, mask_counts, sparsity
+
+    masks = {"a": torch.tensor([[True, False, False], [True, True, True]]),  # 2 of 6 pruned
+             "b": torch.tensor([False, False])}                             # 2 of 2 pruned
+    assert mask_counts(masks) == (4, 8)
+    assert sparsity(masks) == 0.5
+    assert layer_sparsity(masks) == {"a": 2 / 6, "b": 1.0}
+    assert mask_counts({}) == mask_counts(None) == (0, 0) and sparsity(None) == 0.0
+    assert sparsity({"u8": torch.tensor([1, 0, 0, 0], dtype=torch.uint8)}) == 0.75  # non-bool masks count as bool
+
+
+def test_masks_module_is_pure_tensor_functions():
+    """Enforcement during training lives in the sparsifier / engine; pruning/masks.py imports no hook machinery."""
+    import ast
+    from pathlib import Path
+
+    import prunekit.pruning.masks as masks
+
+    tree = ast.parse(Path(masks.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported <= {"__future__", "typing", "errors"}, imported  # ``from ..errors import ...`` -> "errors"
+    assert not [n.name for n in tree.body if isinstance(n, ast.ClassDef)]

@@ -1,10 +1,20 @@
-"""``prunekit`` command line: a thin layer over the library. Each command is a module here."""
+"""``prunekit`` command line: a thin layer over the library. Each command is a module here.
+
+A command module exposes ``OPTIONS`` (its options dataclass, :mod:`prunekit.options`) and ``execute``: the parser
+is generated from the dataclass and the command runs through :func:`prunekit.commands.run_command` (inside the
+``--out`` lock). Global flags: ``-q/--quiet`` (warnings only), ``-v/--verbose`` (debug messages), ``--debug``
+(user errors show their traceback too).
+"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import sys
-from typing import Sequence
+import traceback
+import warnings
+from typing import Any, Iterator, Sequence
 
 from ..errors import PrunekitError
 
@@ -32,36 +42,111 @@ class UserErrorParser(argparse.ArgumentParser):
         raise PrunekitError(f"{self.prog}: {message}")
 
 
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", dest="quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="print only warnings and errors")
+    g.add_argument("-v", "--verbose", dest="verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="also print debug messages")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available subcommand."""
     from .. import __version__
+    from ..options import add_arguments
 
     parser = UserErrorParser(prog="prunekit", description="Neural-network pruning for PyTorch.")
     parser.add_argument("--version", action="version", version=f"prunekit {__version__}")
+    _add_verbosity(parser)
+    parser.add_argument("--debug", dest="debug_global", action="store_true",
+                        help="show the traceback of user errors too")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=UserErrorParser)
     for name, help_text in COMMANDS:
         mod = importlib.import_module(f"{__name__}.{name}")
         p = sub.add_parser(name, help=help_text, description=help_text)
-        mod.add_parser(p)
-        p.set_defaults(_run=mod.run)
+        _add_verbosity(p)
+        add_arguments(p, mod.OPTIONS)
+        p.set_defaults(_run=_runner(name, mod.OPTIONS))
     return parser
+
+
+_PARSER: list[argparse.ArgumentParser] = []
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The parser of :func:`main`, built once per process (parsing does not change it)."""
+    if not _PARSER:
+        _PARSER.append(build_parser())
+    return _PARSER[0]
+
+
+def _runner(name: str, cls: type) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        from ..commands import run_command
+        from ..options import from_namespace
+
+        return run_command(name, from_namespace(cls, args))
+
+    return run
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"prunekit: error: {msg}"
+        if record.levelno >= logging.WARNING:
+            return f"prunekit: warning: {msg}"
+        return msg if record.levelno >= logging.INFO else f"debug: {msg}"
+
+
+@contextlib.contextmanager
+def _console_output(level: int) -> Iterator[None]:
+    """While the CLI runs: prunekit's log records go to stderr at ``level``, Python warnings print as one line."""
+    logger = logging.getLogger("prunekit")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format())
+    old_level, old_show = logger.level, warnings.showwarning
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        print(f"prunekit: warning: {text}", file=file or sys.stderr)
+
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = old_show
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``prunekit`` console script; returns the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if getattr(args, "_run", None) is None:
-            parser.print_help()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    quiet = any(a in ("-q", "--quiet") for a in argv)
+    verbose = any(a in ("-v", "--verbose") for a in argv)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    with _console_output(level):
+        try:
+            parser = _parser()
+            args = parser.parse_args(argv)
+            debug = bool(getattr(args, "debug_global", False) or getattr(args, "debug", False))
+            if getattr(args, "_run", None) is None:
+                parser.print_help()
+                return 2
+            return int(args._run(args) or 0)
+        except PrunekitError as exc:
+            if debug:
+                traceback.print_exc()
+            print(f"prunekit: error: {exc}", file=sys.stderr)
             return 2
-        return int(args._run(args) or 0)
-    except PrunekitError as exc:
-        print(f"prunekit: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("prunekit: interrupted", file=sys.stderr)
-        return 130
+        except KeyboardInterrupt:
+            print("prunekit: interrupted", file=sys.stderr)
+            return 130
 
 
 def _console() -> None:  # pragma: no cover

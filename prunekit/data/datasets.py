@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import PrunekitError, UnknownNameError
+from ..errors import PrunekitError, UnknownNameError, check_number
 from .base import Augment, ImageDataset, subset
 from .disk import (FASHION_MEAN, FASHION_STD, MNIST_MEAN, MNIST_STD, load_cifar, load_idx_dataset,
                    load_image_folder)
@@ -99,7 +99,13 @@ def _cifar100(root: str | None, train: bool) -> ImageDataset:
 
 
 def _imagenet(root: str | None, train: bool, crop_size: int = 224, resize_size: int = 256) -> ImageDataset:
-    return load_image_folder("imagenet", root, train, crop_size=int(crop_size), resize_size=int(resize_size))
+    crop_size, resize_size = _imagenet_sizes(crop_size, resize_size)
+    return load_image_folder("imagenet", root, train, crop_size=crop_size, resize_size=resize_size)
+
+
+def _imagenet_sizes(crop_size: Any, resize_size: Any) -> tuple[int, int]:
+    return (int(check_number("imagenet option crop_size", crop_size, low=1, high=4096, integer=True)),
+            int(check_number("imagenet option resize_size", resize_size, low=1, high=8192, integer=True)))
 
 
 def make_synthetic(train: bool = True, n: int = 64, channels: int = 3, size: int = 16, classes: int = 10,
@@ -111,10 +117,9 @@ def make_synthetic(train: bool = True, n: int = 64, channels: int = 3, size: int
     Train and test draw independent noise/labels around the same colours (same ``seed``). Mean/std are the
     nominal (0.5, 0.25) per channel. Augment (``augment=True``): pad-``max(1, size//8)`` crop + flip.
     """
-    n, channels, size, classes = int(n), int(channels), int(size), int(classes)
-    for key, val, low in (("n", n, 1), ("channels", channels, 1), ("size", size, 1), ("classes", classes, 2)):
-        if val < low:
-            raise PrunekitError(f"synthetic dataset option {key} must be >= {low}, got {val}")
+    n, channels, size, classes, seed, noise, augment = _synthetic_options(
+        {"n": n, "channels": channels, "size": size, "classes": classes, "seed": seed, "noise": noise,
+         "augment": augment}).values()
     g = torch.Generator().manual_seed(int(seed))
     steps = torch.stack([torch.randperm(classes, generator=g) for _ in range(channels)], dim=1)  # [K, C]
     colours = 40.0 + 175.0 * steps.to(torch.float64) / (classes - 1)
@@ -127,6 +132,28 @@ def make_synthetic(train: bool = True, n: int = 64, channels: int = 3, size: int
     return ImageDataset(name="synthetic", train=train, num_classes=classes, in_channels=channels,
                         image_size=(size, size), mean=(0.5,) * channels, std=(0.25,) * channels, images=images,
                         labels=labels.to(torch.int64), augment=aug, root=None)
+
+
+_SYNTHETIC_INTS = {"n": (1, 10_000_000), "channels": (1, 64), "size": (1, 4096), "classes": (2, 100_000),
+                   "seed": (0, 2 ** 62)}
+_SYNTHETIC_DEFAULTS = {"n": 64, "channels": 3, "size": 16, "classes": 10, "seed": 0, "noise": 24.0, "augment": True}
+MAX_SYNTHETIC_ELEMENTS = 1 << 28  # n * channels * size**2 (built through a float64 buffer: 2 GiB at the bound)
+
+
+def _synthetic_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The synthetic dataset's options (defaults filled in), validated: a bad one is a PrunekitError naming it."""
+    out = dict(_SYNTHETIC_DEFAULTS)
+    out.update(options)
+    for key, (low, high) in _SYNTHETIC_INTS.items():
+        out[key] = check_number(f"synthetic dataset option {key}", out[key], low=low, high=high, integer=True)
+    out["noise"] = float(check_number("synthetic dataset option noise", out["noise"], low=0, high=1000))
+    if not isinstance(out["augment"], bool):
+        raise PrunekitError(f"synthetic dataset option augment must be true or false, got {out['augment']!r}")
+    elements = out["n"] * out["channels"] * out["size"] ** 2
+    if elements > MAX_SYNTHETIC_ELEMENTS:
+        raise PrunekitError(f"synthetic dataset of n={out['n']} images {out['channels']}x{out['size']}x{out['size']} "
+                            f"has {elements:,} pixels, more than {MAX_SYNTHETIC_ELEMENTS:,}")
+    return out
 
 
 def _synthetic(root: str | None, train: bool, **options: Any) -> ImageDataset:
@@ -196,6 +223,11 @@ def get_dataset(name: str, root: str | None = None, train: bool = True, **option
 
     Raises :class:`UnknownNameError` for an unknown name and :class:`PrunekitError` when the data is missing
     (the message says where it looked and how to get it).
+
+    >>> import prunekit
+    >>> test = prunekit.get_dataset("digits", train=False)          # bundled 8x8 digits; no download
+    >>> len(test), test.num_classes, test.in_channels, tuple(test.image_size)
+    (360, 10, 1, (8, 8))
     """
     base, parsed = parse_dataset_name(name)
     parsed.update(options)
@@ -236,9 +268,8 @@ def dataset_info(name: str, **options: Any) -> dict[str, Any]:
     info = {"name": base, "num_classes": spec.num_classes, "in_channels": spec.in_channels,
             "image_size": spec.image_size, "description": spec.description}
     if base == "synthetic":
-        size = int(parsed.get("size", 16))
-        info.update(num_classes=int(parsed.get("classes", 10)), in_channels=int(parsed.get("channels", 3)),
-                    image_size=(size, size))
+        opts = _synthetic_options({k: v for k, v in parsed.items() if k not in _PAD_OPTIONS})
+        info.update(num_classes=opts["classes"], in_channels=opts["channels"], image_size=(opts["size"],) * 2)
     elif base == "imagenet" and "crop_size" in parsed:
-        info["image_size"] = (int(parsed["crop_size"]),) * 2
+        info["image_size"] = (_imagenet_sizes(parsed["crop_size"], parsed.get("resize_size", 256))[0],) * 2
     return info

@@ -11,7 +11,9 @@ import builtins
 import codecs
 import gzip
 import io
+import math
 import pickle
+import reprlib
 import struct
 import zlib
 from pathlib import Path
@@ -28,30 +30,61 @@ _IDX_DTYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2")
                0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (``.gz`` compressed or raw) into a numpy array with its stored shape."""
+MAX_IDX_BYTES = 2 << 30  # the largest IDX payload read (MNIST's train images: 47 MB; EMNIST's: ~550 MB)
+_IDX_CHUNK = 1 << 22
+
+
+def read_idx(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read an IDX file (``.gz`` compressed or raw) into a numpy array with its stored shape.
+
+    The header's shape fixes how many bytes are read (at most ``max_bytes``): a file (or a gzip stream) that holds
+    fewer or more is refused without decompressing more than one chunk past that size, so a gzip bomb fails fast."""
     path = Path(path)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            data = path.read_bytes()
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            data = _read_idx_stream(f, path, max_bytes)
+    except PermissionError:
+        raise PrunekitError(f"cannot read IDX file {path}: permission denied") from None
     except (OSError, EOFError, zlib.error) as exc:
         raise PrunekitError(f"cannot read IDX file {path}: {exc}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise PrunekitError(f"{path} is not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
-    dtype, ndim = _IDX_DTYPES[data[2]], data[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise PrunekitError(f"{path}: truncated IDX header")
-    dims = struct.unpack(">" + "I" * ndim, data[4:header])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    if len(data) - header != expected:
-        raise PrunekitError(f"{path}: IDX header says shape {dims} ({expected} bytes) but the file holds "
-                            f"{len(data) - header} bytes of data")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    dtype, dims, payload = data
+    arr = np.frombuffer(payload, dtype=dtype).reshape(dims)
     return arr.astype(dtype.newbyteorder("="))  # a writable, native-endian copy
+
+
+def _read_exactly(f: Any, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        chunk = f.read(min(_IDX_CHUNK, n - got))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _read_idx_stream(f: Any, path: Path, max_bytes: int) -> tuple[np.dtype, tuple[int, ...], bytes]:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise PrunekitError(f"{path} is not an IDX file (bad magic number {magic[:4].hex() or 'empty'})")
+    dtype, ndim = _IDX_DTYPES[magic[2]], magic[3]
+    raw_dims = f.read(4 * ndim)
+    if ndim == 0 or len(raw_dims) < 4 * ndim:
+        raise PrunekitError(f"{path}: truncated IDX header")
+    dims = struct.unpack(">" + "I" * ndim, raw_dims)
+    expected = math.prod(dims) * dtype.itemsize
+    if expected > max_bytes:
+        raise PrunekitError(f"{path}: IDX header says shape {dims} ({expected:,} bytes), more than the "
+                            f"{max_bytes:,} bytes prunekit reads from one IDX file")
+    payload = _read_exactly(f, expected)
+    if len(payload) < expected:
+        raise PrunekitError(f"{path}: IDX header says shape {dims} ({expected} bytes) but the file holds "
+                            f"{len(payload)} bytes of data")
+    extra = len(f.read(_IDX_CHUNK))
+    if extra:
+        raise PrunekitError(f"{path}: IDX header says shape {dims} ({expected} bytes) but the file holds more data "
+                            f"(at least {expected + extra} bytes)")
+    return dtype, dims, payload
 
 
 # ------------------------------------------------------------------------------------------------ pickle
@@ -112,18 +145,33 @@ def load_pickle(path: str | Path) -> Any:
         obj = SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except PrunekitError as exc:
         raise PrunekitError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise PrunekitError(f"{path} is not a readable dataset pickle: its objects are nested too deeply") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             KeyError, struct.error, MemoryError) as exc:
         raise PrunekitError(f"{path} is not a readable dataset pickle: {type(exc).__name__}: {exc}") from None
-    return _reject_object_arrays(obj, path)
+    return _check_plain(obj, path)
 
 
-def _reject_object_arrays(obj: Any, path: Path) -> Any:
-    if isinstance(obj, np.ndarray) and obj.dtype == object:
-        raise PrunekitError(f"{path}: object arrays are not allowed in a dataset pickle")
-    if isinstance(obj, dict):
-        for v in obj.values():
-            _reject_object_arrays(v, path)
+MAX_PICKLE_DEPTH = 32  # a CIFAR batch is a dict of arrays and lists: depth 2
+
+
+def _check_plain(obj: Any, path: Path) -> Any:
+    """Refuse object arrays anywhere in a loaded pickle and nesting deeper than :data:`MAX_PICKLE_DEPTH`
+    (walked iteratively: a hostile nest of 20,000 dicts must not blow the stack)."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    seen: set[int] = set()
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, np.ndarray) and item.dtype == object:
+            raise PrunekitError(f"{path}: object arrays are not allowed in a dataset pickle")
+        if not isinstance(item, (dict, list, tuple)) or id(item) in seen:
+            continue
+        if depth >= MAX_PICKLE_DEPTH:
+            raise PrunekitError(f"{path}: containers nested more than {MAX_PICKLE_DEPTH} deep; not a dataset pickle")
+        seen.add(id(item))
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, tuple, np.ndarray)))
     return obj
 
 
@@ -135,8 +183,9 @@ def dict_get(d: dict, key: str, path: Path) -> Any:
         return d[key]
     if key.encode() in d:
         return d[key.encode()]
-    keys = ", ".join(sorted(str(k) for k in d))
-    raise PrunekitError(f"{path}: missing key {key!r} (found: {keys})")
+    keys = sorted(reprlib.repr(k) for k in d)
+    shown = ", ".join(keys[:10]) + (f", ... ({len(keys)} keys)" if len(keys) > 10 else "")
+    raise PrunekitError(f"{path}: missing key {key!r} (found: {shown or 'none'})")
 
 
 # ------------------------------------------------------------------------------------------------ images

@@ -2,14 +2,23 @@
 
 Features plug in through :mod:`prunekit.engine.hooks`; masks are first-class (enforced exactly and saved with
 every checkpoint). Outputs in ``out_dir``: ``model.safetensors`` (last), ``best.safetensors``, ``log.csv`` (one
-row per epoch) and ``train_state.pt`` (optimizer, RNG, progress) for an exact ``resume``.
+row per epoch), ``train_state.pt`` (optimizer, RNG, progress, the run's configuration) for an exact ``resume``
+and, with ``TrainConfig(tensorboard=True)``, TensorBoard scalars in ``tensorboard/``.
+
+The caller's global RNG state is left as it was: the run seeds and uses torch's global generators inside
+``torch.random.fork_rng`` (so dropout & co. are bit-reproducible from ``config.seed``), and restores them after.
+A resume refuses a run whose configuration or inputs changed (:mod:`prunekit.engine.resume`: the result-changing
+config fields, the initial weights, the data) unless ``resume_anyway``; the changes are then reported in
+``FitResult.resumed_with_changes``.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -23,13 +32,22 @@ from .distributed import (DistInfo, all_reduce_min, all_reduce_sum, barrier, env
 from .evaluate import accumulator_dtype, accuracy_hits, evaluate
 from .hooks import Hook
 from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_factor
+from .resume import check_resume, run_inputs
+
+log = logging.getLogger(__name__)
 
 LOG_FIELDS = ["epoch", "time_s", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "best_top1"]
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (all JSON-able)."""
+    """Everything that defines a training run (all JSON-able).
+
+    >>> import prunekit
+    >>> cfg = prunekit.TrainConfig(epochs=40, lr=0.01, weight_decay=0.0, milestones=(0.5, 0.75))
+    >>> cfg.optimizer, cfg.to_dict()["milestones"]
+    ('sgd', [0.5, 0.75])
+    """
 
     epochs: int = 1
     batch_size: int = 64
@@ -54,6 +72,8 @@ class TrainConfig:
     progress: bool = False
     num_workers: int = 0
     log_interval: int = 50  # steps between the host reads of loss / accuracy / the finite check (and epoch end)
+    tensorboard: bool = False  # scalars per epoch (+ sparsity per layer) in out_dir/tensorboard
+
 
     def validate(self) -> "TrainConfig":
         """Raise a PrunekitError naming the first out-of-range field."""
@@ -88,6 +108,8 @@ class FitResult:
     final: dict[str, float]
     history: list[dict[str, Any]] = field(default_factory=list)
     out_dir: Path | None = None
+    #: ``{field: [old, new]}`` when the run was resumed with ``resume_anyway`` under a changed configuration
+    resumed_with_changes: dict[str, list[Any]] | None = None
 
 
 class Trainer:
@@ -96,7 +118,7 @@ class Trainer:
     def __init__(self, model: nn.Module, train_data: Any, val_data: Any, config: TrainConfig, *,
                  masks: Mapping[str, torch.Tensor] | None = None, hooks: Sequence[Hook] = (),
                  out_dir: str | Path | None = None, extra_meta: Mapping[str, Any] | None = None):
-        from ..pruning.masks import MaskHook
+        from ..pruning.sparsifier import MaskHook
 
         self.config = config.validate()
         self.dist: DistInfo = env_dist_info()
@@ -111,6 +133,13 @@ class Trainer:
         self.masks = {k: v.to(torch.bool) for k, v in masks.items()} if masks else None
         self.hooks: list[Hook] = list(hooks) + ([MaskHook(self.masks)] if self.masks else [])
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.tensorboard = None
+        if config.tensorboard and self.dist.is_main:
+            from .tensorboard import TensorBoardWriter
+
+            if self.out_dir is None:
+                raise PrunekitError("TensorBoard logging writes into the output folder: give out_dir (--out)")
+            self.tensorboard = TensorBoardWriter(self.out_dir / "tensorboard")
         self.extra_meta = dict(extra_meta or {})
         self.optimizer = build_optimizer(self.module.parameters(), config.optimizer, config.lr,
                                          momentum=config.momentum, nesterov=config.nesterov,
@@ -124,6 +153,8 @@ class Trainer:
         self.best_top1: float | None = None
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
+        self.inputs: dict[str, Any] = {}
+        self.resumed_with_changes: dict[str, list[Any]] | None = None
 
     # -- model wrapping ---------------------------------------------------------------------------------------
     def _wrapped(self) -> nn.Module:
@@ -164,10 +195,26 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "history": self.history,
             "config": self.config.to_dict(),
+            "inputs": self.inputs,
+            "resumed_with_changes": self.resumed_with_changes,
         }
         save_train_state(state, self.out_dir / "train_state.pt")
 
-    def _try_resume(self) -> int:
+    def _run_inputs(self) -> dict[str, Any]:
+        """What, besides the config, determines the run: the weights and masks it starts from, the data, and the
+        settings the caller records with it (``extra_meta``: e.g. distillation temperature, sparsity_reg)."""
+        import json
+
+        inputs = run_inputs(self.module, self.masks, self.train_data, self.val_data)
+        inputs["settings"] = json.loads(json.dumps(self.extra_meta, default=str))
+        return inputs
+
+    def _check_resume(self, state: Mapping[str, Any], resume_anyway: bool) -> None:
+        """Refuse (or, with ``resume_anyway``, record) a resume under another configuration or other inputs."""
+        self.resumed_with_changes = check_resume(state, self.config.to_dict(), self.inputs, self.out_dir,
+                                                 resume_anyway)
+
+    def _try_resume(self, resume_anyway: bool = False) -> int:
         """Restore model, optimizer, RNG and progress from ``out_dir``; return the epoch to start from."""
         if self.out_dir is None or not (self.out_dir / "train_state.pt").is_file():
             return 0
@@ -176,10 +223,11 @@ class Trainer:
         if state.get("model_name") != name:
             raise CheckpointError(f"cannot resume: {self.out_dir} holds a {state.get('model_name')!r} run, "
                                   f"not {name!r}")
+        self._check_resume(state, resume_anyway)
         load_state_strict(self.module, state["model"], str(self.out_dir / "train_state.pt"))
         if state["masks"]:
             self.masks = {k: v.to(torch.bool) for k, v in state["masks"].items()}
-            from ..pruning.masks import MaskHook
+            from ..pruning.sparsifier import MaskHook
 
             for h in self.hooks:
                 if isinstance(h, MaskHook):
@@ -187,18 +235,44 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if state["cuda_rng"] and self.device.type == "cuda":
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            if index < len(state["cuda_rng"]):
+                torch.cuda.set_rng_state(state["cuda_rng"][index], self.device)
         self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
         self.history = list(state["history"])
         return int(state["epoch"])
 
     # -- the loop ---------------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> FitResult:
-        """Train for ``config.epochs`` (continuing a previous run in ``out_dir`` when ``resume``)."""
+    @contextlib.contextmanager
+    def _seeded_global_rng(self) -> Iterator[None]:
+        """Fork the global generators this run uses (CPU, and its CUDA device) and seed them with ``config.seed``;
+        the caller's states come back when the block ends."""
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.random.default_generator.manual_seed(int(self.config.seed))
+            if cuda:
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(int(self.config.seed))
+            yield
+
+    def fit(self, resume: bool = False, resume_anyway: bool = False) -> FitResult:
+        """Train for ``config.epochs`` (continuing a previous run in ``out_dir`` when ``resume``).
+
+        A resume under a changed configuration (see :data:`.resume.RESULT_FIELDS`) or from other initial weights or data
+        raises a :class:`CheckpointError` listing the differences, unless ``resume_anyway`` (then they are in
+        ``FitResult.resumed_with_changes``). The caller's global RNG state is unchanged afterwards."""
+        try:
+            with self._seeded_global_rng():
+                return self._fit(resume, resume_anyway)
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+
+    def _fit(self, resume: bool, resume_anyway: bool) -> FitResult:
         cfg = self.config
-        torch.manual_seed(cfg.seed)
-        start = self._try_resume() if resume else 0
+        self.inputs = self._run_inputs()
+        start = self._try_resume(resume_anyway) if resume else 0
         net = self._wrapped()
         loader = self._loader()
         steps = len(loader) if cfg.max_steps_per_epoch is None else min(len(loader), cfg.max_steps_per_epoch)
@@ -225,12 +299,15 @@ class Trainer:
                 h.on_epoch_end(self, epoch, row)
             self.history.append(row)
             self._save()
-            if cfg.progress and self.dist.is_main:
-                self._print_epoch(row)
+            if self.tensorboard is not None:  # after the save: a killed run's resume does not log an epoch twice
+                self.tensorboard.log_epoch(row, self.masks)
+            if self.dist.is_main:
+                self._log_epoch(row)
             barrier(self.dist)
         final = dict(self.history[-1]) if self.history else {}
         return FitResult(best_top1=self.best_top1, best_epoch=self.best_epoch, final=final,
-                         history=list(self.history), out_dir=self.out_dir)
+                         history=list(self.history), out_dir=self.out_dir,
+                         resumed_with_changes=self.resumed_with_changes)
 
     def _broadcast_buffers(self) -> None:
         """Give every rank rank 0's buffers (BN running stats): without SyncBN each rank's last forward updated them
@@ -319,20 +396,29 @@ class Trainer:
 
         return tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False, unit="batch")
 
-    @staticmethod
-    def _print_epoch(row: Mapping[str, Any]) -> None:
-        import sys
-
+    def _log_epoch(self, row: Mapping[str, Any]) -> None:
         val = f" val top1 {row['val_top1']:.2f}" if row.get("val_top1") is not None else ""
-        print(f"epoch {row['epoch']}: loss {row['train_loss']:.4f} train top1 {row['train_top1']:.2f}{val} "
-              f"lr {row['lr']:.4g} ({row['time_s']:.1f}s)", file=sys.stderr, flush=True)
+        log.info("epoch %d/%d: loss %.4f train top1 %.2f%s lr %.4g (%.1fs)", row["epoch"], self.config.epochs,
+                 row["train_loss"], row["train_top1"], val, row["lr"], row["time_s"])
 
 
 def fit(model: nn.Module, train_data: Any, val_data: Any, config: TrainConfig, *,
         masks: Mapping[str, torch.Tensor] | None = None, hooks: Sequence[Hook] = (),
-        out_dir: str | Path | None = None, resume: bool = False,
+        out_dir: str | Path | None = None, resume: bool = False, resume_anyway: bool = False,
         extra_meta: Mapping[str, Any] | None = None) -> FitResult:
-    """Train ``model`` in place; see :class:`Trainer`."""
+    """Train ``model`` in place; see :class:`Trainer` and :meth:`Trainer.fit`.
+
+    >>> import prunekit
+    >>> train = prunekit.get_dataset("digits", train=True)         # 8x8 digits, bundled: no download
+    >>> test = prunekit.get_dataset("digits", train=False)
+    >>> model = prunekit.create_model("resnet20", in_channels=1)
+    >>> res = prunekit.prune_unstructured(model, "global", 0.5)
+    >>> cfg = prunekit.TrainConfig(epochs=1, lr=0.05, max_steps_per_epoch=3, device="cpu")
+    >>> out = prunekit.fit(model, train, test, cfg, masks=res.masks)   # out_dir="runs/a" to keep checkpoints
+    >>> out.final["epoch"], all(bool((model.get_parameter(n)[~m] == 0).all()) for n, m in res.masks.items())
+    (1, True)
+    """
     trainer = Trainer(model, train_data, val_data, config, masks=masks, hooks=hooks, out_dir=out_dir,
                       extra_meta=extra_meta)
-    return trainer.fit(resume=resume)
+    return trainer.fit(resume=resume, resume_anyway=resume_anyway)
+

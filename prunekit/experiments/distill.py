@@ -130,7 +130,8 @@ class DistillationHook(Hook):
 def distill(student: nn.Module, teachers: Sequence[nn.Module], train_data: Any, val_data: Any,
             config: "TrainConfig", *, temperature: float = 5.0, alpha: float = 0.0, mode: str = "per_teacher",
             masks: Mapping[str, torch.Tensor] | None = None, out_dir: str | Path | None = None,
-            resume: bool = False, extra_meta: Mapping[str, Any] | None = None) -> "FitResult":
+            resume: bool = False, resume_anyway: bool = False, extra_meta: Mapping[str, Any] | None = None
+            ) -> "FitResult":
     """Train ``student`` (in place) against frozen ``teachers`` with :class:`DistillationHook`.
 
     ``masks`` (the student's, e.g. from its checkpoint) stay exactly enforced. Outputs in ``out_dir`` as for
@@ -143,4 +144,4 @@ def distill(student: nn.Module, teachers: Sequence[nn.Module], train_data: Any, 
     meta["distill"] = {"temperature": float(temperature), "alpha": float(alpha), "mode": mode,
                        "teachers": len(teachers)}
     return fit(student, train_data, val_data, config, masks=masks, hooks=[hook], out_dir=out_dir, resume=resume,
-               extra_meta=meta)
+               resume_anyway=resume_anyway, extra_meta=meta)

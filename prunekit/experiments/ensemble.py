@@ -93,9 +93,8 @@ def evaluate_ensemble(models: Sequence[nn.Module], data: Any, mode: str = "sum_l
     (default: the first member's device) and their train/eval mode is restored afterwards. Returns
     ``{"top1", "top5", "n", "mode", "members": [top1 per member], "members_top5": [...]}``.
     """
-    from ..data.loader import BatchLoader
     from ..engine.distributed import resolve_device
-    from ..engine.evaluate import accuracy_counts
+    from ..engine.evaluate import evaluate_outputs
 
     check_mode(mode)
     num_classes = data.num_classes if getattr(data, "num_classes", None) is not None else None
@@ -103,30 +102,16 @@ def evaluate_ensemble(models: Sequence[nn.Module], data: Any, mode: str = "sum_l
     if device is None:
         device = next(models[0].parameters()).device
     device = resolve_device(device)
-    was_training = [m.training for m in models]
     for m in models:
-        m.to(device).eval()
-    loader = BatchLoader(data, batch_size=batch_size, shuffle=False, seed=0, device=device, train=False)
-    n = 0
-    member_counts = torch.zeros(len(models), 2, dtype=torch.int64)
-    c1 = c5 = 0
-    try:
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            outs = [m(x).float() for m in models]
-            for j, o in enumerate(outs):
-                member_counts[j] += torch.tensor(accuracy_counts(o, y))
-            a1, a5 = accuracy_counts(combine_outputs(outs, mode), y)
-            c1, c5, n = c1 + a1, c5 + a5, n + y.numel()
-    finally:
-        for m, t in zip(models, was_training):
-            m.train(t)
-    if n == 0:
-        raise PrunekitError("the evaluation set is empty")
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "n": n, "mode": mode,
-            "members": [100.0 * int(c) / n for c in member_counts[:, 0]],
-            "members_top5": [100.0 * int(c) / n for c in member_counts[:, 1]]}
+        m.to(device)
+
+    def forward(x: torch.Tensor) -> list[torch.Tensor]:
+        outs = [m(x).float() for m in models]
+        return outs + [combine_outputs(outs, mode)]
+
+    *members, ens = evaluate_outputs(models, forward, data, batch_size, device, max_batches=max_batches)
+    return {"top1": ens["top1"], "top5": ens["top5"], "n": ens["n"], "mode": mode,
+            "members": [r["top1"] for r in members], "members_top5": [r["top5"] for r in members]}
 
 
 def load_members(paths: Sequence[str | os.PathLike], map_location: str | torch.device = "cpu",

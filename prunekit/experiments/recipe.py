@@ -1,10 +1,12 @@
 """Recipes: a YAML file that names the stages of an experiment and their options.
 
 A stage runs one prunekit command (``train``, ``prune``, ``finetune``, ``scratch``, ``sweep``, ``eval``,
-``ensemble``, ``distill``) or the recipe-only ``random-filter`` (the random-selection control of L1-filter
-pruning; see :mod:`prunekit.experiments.stages`). ``rounds`` expands
+``ensemble``, ``distill``, ``export``, ``info``) through the command's typed options
+(:mod:`prunekit.options`) and its ``execute`` function; ``random-filter`` is an alias of ``prune --method
+l1-filter --criterion random`` (the random-selection control of L1-filter pruning). ``rounds`` expands
 into K prune→finetune pairs named ``<name>.r<k>.prune`` and ``<name>.r<k>``, each round starting from the previous
-one. ``args`` become ``--flags`` (``_`` → ``-``; ``true`` → a bare flag; a list → comma-separated). Values that
+one. ``args`` are the command's option fields (``label_smoothing``; flag aliases such as ``wd`` too; the stage's
+command line, recorded in its marker and shown by ``--dry-run``, spells them as ``--flags``). Values that
 start with ``@`` name an earlier stage and become its output folder; ``from: X`` is short for
 ``checkpoint: "@X"``. Top-level ``dataset``/``data_dir``/``limit`` and ``defaults`` reach every stage whose
 command has that flag; each stage gets ``--seed`` from the seed being run::
@@ -19,14 +21,14 @@ command has that flag; each stage gets ``--seed`` from the seed being run::
          prune: {method: l1-filter, ratios: "0.1,0.2,0.3"}, finetune: {epochs: 2, lr: 0.01}}
       - {name: ens, command: ensemble, args: {checkpoints: ["@rounds.r1", "@rounds.r2", "@rounds.r3"]}}
 
-Every option is checked against the command's own flags before anything runs; an invalid recipe fails naming the
-stage and the key. ``report`` takes ``title`` and ``rows`` (the stages to tabulate, in order; default all).
+Every option is converted and checked by the command's options class before anything runs; an invalid recipe
+fails naming the stage and the field. A recipe file must be UTF-8 YAML of bounded size (aliases are counted as
+expanded: an alias bomb is refused), and ``name`` must be a plain folder name. ``report`` takes ``title`` and ``rows`` (the stages to tabulate, in order; default all).
 Top-level keys starting with ``x-`` are ignored: a place for YAML anchors shared by stages
 (``x-ft: &ft {epochs: 40}`` ... ``args: *ft``).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from dataclasses import dataclass, field
@@ -45,7 +47,14 @@ RESERVED = {"out", "help", "resume"}
 # options every stage takes from the recipe's top level, when its command has the flag
 GLOBAL_OPTIONS = ("dataset", "data_dir", "limit")
 RESUMABLE = {"train", "finetune", "scratch", "distill"}
+# recipe-only stage commands: an alias of a prunekit command with fixed options
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "random-filter": ("prune", {"method": "l1-filter", "criterion": "random"}),
+}
+STAGE_COMMANDS = ("train", "prune", "finetune", "scratch", "sweep", "eval", "ensemble", "distill", "export", "info")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+MAX_RECIPE_BYTES = 1 << 20     # a recipe is a few KB; refuse anything that is clearly not one
+MAX_YAML_NODES = 100_000       # YAML nodes counted with every alias expanded
 
 
 @dataclass
@@ -57,24 +66,27 @@ class Stage:
     args: dict[str, Any] = field(default_factory=dict)
     depends: list[str] = field(default_factory=list)
 
+    def mapping(self, stage_dirs: Mapping[str, Path], out: Path, seed: int | None) -> dict[str, Any]:
+        """The options of this stage's command: ``@stage`` references resolved to folders, ``out`` and ``seed``
+        added (alias commands: their fixed options first)."""
+        command, fixed = resolve_command(self.command)
+        args = {**fixed, **{k: _resolve(v, stage_dirs, self.name, k) for k, v in self.args.items()}}
+        if seed is not None and "seed" in command_flags(command) and "seed" not in args:
+            args["seed"] = seed
+        args["out"] = str(out)
+        return args
+
     def argv(self, stage_dirs: Mapping[str, Path], out: Path, seed: int | None,
-             accepted: set[str]) -> list[str]:
-        """The command line of this stage, with ``@stage`` references resolved to folders."""
+             accepted: set[str] | None = None) -> list[str]:
+        """The command line of this stage (what ``--dry-run`` shows and the stage marker records)."""
         argv = [self.command]
         args = dict(self.args)
+        accepted = command_flags(resolve_command(self.command)[0]) if accepted is None else accepted
         if seed is not None and "seed" in accepted and "seed" not in args:
             args["seed"] = seed
-        for key, value in args.items():
-            flag = "--" + key.replace("_", "-")
-            value = _resolve(value, stage_dirs, self.name, key)
-            if value is None or value is False:
-                continue
-            if value is True:
-                argv.append(flag)
-            elif isinstance(value, (list, tuple)):
-                argv += [flag, ",".join(str(v) for v in value)]
-            else:
-                argv += [flag, str(value)]
+        from ..options import to_argv
+
+        argv += to_argv({k: _resolve(v, stage_dirs, self.name, k) for k, v in args.items()})
         return argv + ["--out", str(out)]
 
 
@@ -114,17 +126,92 @@ def _refs(value: Any) -> list[str]:
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
-    """Read and validate a recipe file (YAML)."""
+    """Read and validate a recipe file: UTF-8 YAML of bounded size and bounded expanded node count."""
     p = Path(path)
     if not p.is_file():
         raise PrunekitError(f"recipe not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise PrunekitError(f"recipe {p} is not valid YAML: {exc}") from None
+        size = p.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise PrunekitError(f"recipe {p} is {size:,} bytes; a recipe may be at most {MAX_RECIPE_BYTES:,}")
+        data = p.read_bytes()
+    except PermissionError:
+        raise PrunekitError(f"recipe {p}: permission denied") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PrunekitError(f"recipe {p} is not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") \
+            from None
+    raw = safe_yaml(text, str(p))
     recipe = parse_recipe(raw, name_hint=p.stem)
     recipe.source = p
     return recipe
+
+
+def safe_yaml(text: str, where: str = "recipe") -> Any:
+    """``yaml.safe_load`` that refuses documents whose alias-expanded size exceeds :data:`MAX_YAML_NODES` (an alias
+    bomb) or that nest or refer to themselves without end, before anything is built from them."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _count_nodes(node, where)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise PrunekitError(f"{where} is not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise PrunekitError(f"{where}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's own message spans several lines)."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(str(problem).split()) + where
+
+
+def _count_nodes(root: yaml.Node, where: str) -> int:
+    """Nodes of ``root`` with every alias expanded, computed without expanding (memoised per node)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise PrunekitError(f"{where}: a YAML alias refers to itself")
+        active.add(key)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(size(c) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        if n > MAX_YAML_NODES:
+            raise PrunekitError(f"{where}: the YAML expands to more than {MAX_YAML_NODES:,} values (aliases counted "
+                                "as expanded); refusing it (an alias bomb?)")
+        sizes[key] = n
+        return n
+
+    return size(root)
+
+
+def check_recipe_name(name: Any) -> str:
+    """``name`` if it is a plain folder name (letters, digits, ``_ - .``; not ``.``/``..``, no ``/``)."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", "..") or len(name) > 128:
+        raise PrunekitError(f"recipe name {name!r} must be a plain folder name: letters, digits, '_', '-', '.' "
+                            "(no '/', no '..', not absolute, at most 128 characters)")
+    return name
+
+
+def recipe_out_dir(recipe: Recipe, root: Path) -> Path:
+    """``root/<recipe name>``: the default output folder (the name is a plain folder name, checked again here)."""
+    return root / check_recipe_name(recipe.name)
 
 
 def parse_recipe(raw: Any, name_hint: str = "recipe") -> Recipe:
@@ -135,7 +222,10 @@ def parse_recipe(raw: Any, name_hint: str = "recipe") -> Recipe:
     if unknown:
         raise PrunekitError(f"recipe: unknown top-level key {min(map(str, unknown))!r}; valid: "
                             f"{', '.join(sorted(TOP_KEYS))}")
-    name = str(raw.get("name", name_hint))
+    name = raw.get("name", name_hint)
+    if isinstance(name, (int, float)) and not isinstance(name, bool):
+        name = str(name)
+    name = check_recipe_name(name)
     if not isinstance(raw.get("stages"), list) or not raw["stages"]:
         raise PrunekitError(f"recipe {name!r}: 'stages' must be a non-empty list")
     defaults = raw.get("defaults") or {}
@@ -150,7 +240,7 @@ def parse_recipe(raw: Any, name_hint: str = "recipe") -> Recipe:
         stages += _expand(spec, i, name)
     _check_names_and_refs(stages, name)
     _apply_defaults(stages, {**top, **defaults}, name)
-    validate_against_cli(stages, name)
+    validate_stages(stages, name)
     report = raw.get("report") or {}
     if not isinstance(report, dict):
         raise PrunekitError(f"recipe {name!r}: 'report' must be a mapping")
@@ -239,7 +329,7 @@ def _check_names_and_refs(stages: list[Stage], recipe: str) -> None:
 def _apply_defaults(stages: list[Stage], defaults: Mapping[str, Any], recipe: str) -> None:
     for s in stages:
         try:
-            accepted = command_flags(s.command)
+            accepted = command_flags(resolve_command(s.command)[0])
         except PrunekitError as exc:
             raise PrunekitError(f"recipe {recipe!r}, stage {s.name!r}: {exc}") from None
         for k, v in defaults.items():
@@ -247,48 +337,63 @@ def _apply_defaults(stages: list[Stage], defaults: Mapping[str, Any], recipe: st
                 s.args[k] = v
 
 
-_FLAG_CACHE: dict[str, tuple[set[str], argparse.ArgumentParser]] = {}
-
-
-def _command_parser(command: str) -> tuple[set[str], argparse.ArgumentParser]:
-    if command not in _FLAG_CACHE:
-        from ..cli import build_parser
-        from .stages import INTERNAL
-
-        if command in INTERNAL:
-            parser = INTERNAL[command][0]()
-        else:
-            top = build_parser()
-            sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
-            if command not in sub.choices or command == "run":
-                valid = sorted([c for c in sub.choices if c != "run"] + list(INTERNAL)) + ["rounds"]
-                raise PrunekitError(f"unknown command {command!r}; valid: {', '.join(valid)}")
-            parser = sub.choices[command]
-        flags = {opt[2:].replace("-", "_") for a in parser._actions for opt in a.option_strings
-                 if opt.startswith("--")}
-        _FLAG_CACHE[command] = (flags, parser)
-    return _FLAG_CACHE[command]
+def resolve_command(command: str) -> tuple[str, dict[str, Any]]:
+    """``(prunekit command, fixed options)`` of a stage command (a recipe alias such as ``random-filter``)."""
+    if command in ALIASES:
+        name, fixed = ALIASES[command]
+        return name, dict(fixed)
+    if command not in STAGE_COMMANDS:
+        valid = sorted([*STAGE_COMMANDS, *ALIASES, "rounds"])
+        raise PrunekitError(f"unknown command {command!r}; valid: {', '.join(valid)}")
+    return command, {}
 
 
 def command_flags(command: str) -> set[str]:
-    """Option names (underscored) that ``prunekit COMMAND`` accepts."""
-    return _command_parser(command)[0]
+    """Option names (underscored, aliases included) that a stage of ``command`` accepts."""
+    from ..commands import option_keys
+
+    name, fixed = resolve_command(command)
+    return option_keys(name) - RESERVED - set(fixed)
 
 
-def validate_against_cli(stages: list[Stage], recipe: str) -> None:
-    """Every stage's args must be flags of its command and parse: fail naming the stage and key otherwise."""
+def stage_options(stage: Stage, stage_dirs: Mapping[str, Path], out: Path, seed: int | None, recipe: str) -> Any:
+    """The validated options of ``stage``'s command (errors name the recipe, the stage and the field)."""
+    from ..commands import build_options
+
+    where = f"recipe {recipe!r}, stage {stage.name!r}"
+    try:
+        command, fixed = resolve_command(stage.command)
+    except PrunekitError as exc:
+        raise PrunekitError(f"{where}: {exc}") from None
+    for key in stage.args:
+        if str(key).replace("-", "_") in RESERVED | set(fixed):
+            raise PrunekitError(f"{where}: unknown option {key!r} for command {stage.command!r}")
+    return build_options(command, stage.mapping(stage_dirs, out, seed), where)
+
+
+def validate_stages(stages: list[Stage], recipe: str) -> None:
+    """Every stage's args must be valid options of its command: fail naming the stage and the field otherwise."""
     for s in stages:
-        try:
-            flags, parser = _command_parser(s.command)
-        except PrunekitError as exc:
-            raise PrunekitError(f"recipe {recipe!r}, stage {s.name!r}: {exc}") from None
-        for key in s.args:
-            if key not in flags or key in RESERVED:
-                raise PrunekitError(f"recipe {recipe!r}, stage {s.name!r}: unknown option {key!r} for command "
-                                    f"{s.command!r}")
         fake_dirs = {r: Path("/nonexistent") / r for r in s.depends}
-        argv = s.argv(fake_dirs, Path("/nonexistent/out"), 0, flags)
+        opts = stage_options(s, fake_dirs, Path("/nonexistent/out"), 0, recipe)
         try:
-            parser.parse_args(argv[1:])
+            _preflight(opts)
         except PrunekitError as exc:
             raise PrunekitError(f"recipe {recipe!r}, stage {s.name!r}: {exc}") from None
+
+
+def _preflight(opts: Any) -> None:
+    """Checks that need no data loaded: the dataset name is known and ``data_dir`` does not run through a file."""
+    dataset = getattr(opts, "dataset", None)
+    if dataset is not None:
+        from ..data import dataset_info
+
+        dataset_info(dataset)
+    data_dir = getattr(opts, "data_dir", None)
+    if data_dir:
+        path = Path(data_dir)
+        for part in (path, *path.parents):
+            if part.exists():
+                if not part.is_dir():
+                    raise PrunekitError(f"data_dir {data_dir}: {part} is a file, not a folder")
+                break

@@ -9,6 +9,7 @@ model shows its smaller size in params and MACs). Sweep stages get their own tab
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..utils.io import atomic_path, write_csv, write_text
 from ..utils.table import markdown_table
 from .recipe import Recipe
 
+log = logging.getLogger(__name__)
 COLUMNS = ["stage", "command", "model", "top1", "top5", "params", "nonzero_params", "macs", "sparsity", "epochs"]
 
 
@@ -37,6 +39,7 @@ def model_numbers(folder: Path, dataset: str | None) -> dict[str, Any]:
     from ..checkpoint import load_checkpoint
     from ..data import dataset_info
     from ..metrics import summarize
+    from ..pruning.masks import sparsity as mask_sparsity
 
     if not (folder / "model.safetensors").is_file():
         return {}
@@ -45,14 +48,11 @@ def model_numbers(folder: Path, dataset: str | None) -> dict[str, Any]:
         info = dataset_info(dataset)
         size = (info["in_channels"], *info["image_size"])
     else:
-        from ..cli.common import input_size
+        from ..commands.common import input_size
 
         size = input_size(None, ckpt.model)
     m = summarize(ckpt.model, (1, *size))
-    sparsity = 0.0
-    if ckpt.masks:
-        total = sum(v.numel() for v in ckpt.masks.values())
-        sparsity = 1.0 - sum(int(v.sum()) for v in ckpt.masks.values()) / total
+    sparsity = mask_sparsity(ckpt.masks)
     return {"params": m["params"], "nonzero_params": m["nonzero_params"], "macs": m["sparse_macs"],
             "sparsity": sparsity}
 
@@ -161,25 +161,31 @@ def write_results(recipe: Recipe, out: Path, seeds: Sequence[int]) -> dict[str, 
     for name in dict.fromkeys(r["stage"] for r in rows if r["command"] == "sweep"):
         plots += plot_sweep(_sweep_points(rows, name), out / f"sweep_{name}.png", f"{title}\n{name}: top-1 without "
                             "finetune")
-    print(text)
-    return {"rows": rows, "summary": agg, "table": table, "plots": plots}
+    log.info("wrote %s, %s, %s and %d plot(s)", out / "summary.md", out / "summary.csv", out / "results.csv",
+             len(plots))
+    return {"rows": rows, "summary": agg, "table": table, "text": text, "plots": plots}
+
+
+def _figure() -> tuple[Any, Any]:
+    """A figure and its axes drawn by the Agg canvas, without touching matplotlib's global backend or pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
 
 def plot_results(agg: list[dict[str, Any]], out: Path, title: str) -> list[str]:
     """Accuracy against params, MACs and sparsity (one PNG each, one marker per command) for stages that have
     those numbers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     written = []
     for key, label in (("nonzero_params", "non-zero parameters"), ("macs", "MACs per image (sparse-aware)"),
                        ("sparsity", "sparsity of the prunable weights")):
         pts = [a for a in agg if a.get(key) is not None and a.get("top1") is not None and not math.isnan(a["top1"])]
         if len(pts) < 2:
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig, ax = _figure()
         for i, command in enumerate(dict.fromkeys(a["command"] for a in pts)):
             sel = [a for a in pts if a["command"] == command]
             ax.errorbar([a[key] for a in sel], [a["top1"] for a in sel], yerr=[a.get("top1_std") or 0.0 for a in sel],
@@ -195,20 +201,14 @@ def plot_results(agg: list[dict[str, Any]], out: Path, title: str) -> list[str]:
         path = out / f"top1_vs_{key}.png"
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=90)
-        plt.close(fig)
         written.append(str(path))
     return written
 
 
 def plot_sweep(points: dict[tuple[str, str], list[dict[str, Any]]], path: Path, title: str) -> list[str]:
     """Top-1 without finetune against the pruning ratio, one line per method (mean ± std over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     base = [float(p["top1"]) for (m, r), ps in points.items() if r == "baseline" for p in ps]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = _figure()
     for method in dict.fromkeys(m for m, r in points if r != "baseline"):
         curve = sorted((float(r), _mean_std([float(p["top1"]) for p in ps]))
                        for (m, r), ps in points.items() if m == method and r != "baseline")
@@ -224,5 +224,4 @@ def plot_sweep(points: dict[tuple[str, str], list[dict[str, Any]]], path: Path, 
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
     return [str(path)]

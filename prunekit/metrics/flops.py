@@ -50,7 +50,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ..errors import PrunekitError, UnknownNameError
-from ._common import check_shape, eval_mode, model_device, model_dtype
+from ._common import check_input_elements, check_shape, eval_mode, input_checks, model_device, model_dtype
 from ._rules import ZERO, Cost, first_tensor, op_cost, op_name
 from .params import count_nonzero_params, count_params
 
@@ -173,6 +173,7 @@ def _hooks(rec: _Record, stack: list[_Record]):
 def _profile(model: nn.Module, input_size: Sequence[int]) -> tuple[tuple[int, ...], list[_Record], dict[str, Cost]]:
     """Run one counted forward pass; return the checked input size and one finished record per reported module."""
     dims = check_shape("input_size", input_size, min_dims=2)
+    check_input_elements(dims)
     records: list[_Record] = []
     stack: list[_Record] = []
     handles = []
@@ -189,13 +190,8 @@ def _profile(model: nn.Module, input_size: Sequence[int]) -> tuple[tuple[int, ..
         x = torch.zeros(dims, device=model_device(model), dtype=model_dtype(model))
         activations = WeakIdKeyDictionary()
         activations[x] = True
-        with eval_mode(model), torch.no_grad():
-            try:
-                with _OpCounter(stack, activations):
-                    model(x)
-            except (RuntimeError, ValueError, IndexError) as e:
-                raise PrunekitError(f"forward pass of {type(model).__name__} on an input of shape {list(dims)} "
-                                    f"failed (wrong input_size?): {e}") from e
+        with eval_mode(model), torch.no_grad(), input_checks(model, dims), _OpCounter(stack, activations):
+            model(x)
     finally:
         for h in handles:
             h.remove()
@@ -261,6 +257,11 @@ def count_flops(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32), *,
     output_shape, calls, params, nonzero_params, macs, flops, note (``params`` = the module's own parameters,
     frozen ones included; a container's row holds only the operators of its own ``forward``). ``per_op`` maps
     each ATen operator (``"aten.relu"``) to its per-sample ``{"macs", "flops"}`` over the counted modules.
+
+    >>> import torch.nn as nn, prunekit
+    >>> rep = prunekit.count_flops(nn.Conv2d(3, 8, 3, padding=1, bias=False), (1, 3, 32, 32))
+    >>> rep.macs, rep.flops                      # 8 * 32 * 32 outputs, 3 * 3 * 3 MACs each
+    (221184, 442368)
     """
     _check_convention(convention)
     dims, records, per_op = _profile(model, input_size)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -12,12 +11,14 @@ import torch
 import torch.nn as nn
 
 from ..errors import PrunekitError
-from ._common import check_shape, eval_mode, model_device, model_dtype
+from ._common import check_input_elements, check_shape, eval_mode, input_checks, model_device, model_dtype
+from .runtimes import check_runtime, runner, time_ms
 
 
 @dataclass
 class LatencyReport:
-    """Latency statistics in milliseconds over ``repeats`` timed forward passes of ``batch_size`` samples."""
+    """Latency statistics in milliseconds over ``repeats`` timed forward passes of ``batch_size`` samples on
+    ``runtime``."""
 
     median_ms: float
     mean_ms: float
@@ -27,6 +28,7 @@ class LatencyReport:
     device: str
     repeats: int
     threads: int
+    runtime: str = "eager"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able dict of all fields."""
@@ -71,20 +73,25 @@ def _on_device(model: nn.Module, device: torch.device) -> Iterator[None]:
             model.to(home)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_latency(model: nn.Module, input_size: Sequence[int], *, batch_size: int = 1, warmup: int = 5,
                     repeats: int = 30, device: Union[str, torch.device, None] = None,
-                    threads: Optional[int] = None) -> LatencyReport:
+                    threads: Optional[int] = None, runtime: str = "eager") -> LatencyReport:
     """Time ``repeats`` forward passes (after ``warmup`` untimed ones) on random input of shape
     ``(batch_size, *input_size)``; ``input_size`` excludes the batch dimension (e.g. ``(3, 32, 32)``).
 
     Runs in eval mode under ``torch.inference_mode`` and restores every submodule's train/eval flag. ``device``
     defaults to the model's; the model is moved there for the measurement and moved back. ``threads`` sets
-    ``torch.set_num_threads`` for the measurement only. CUDA is synchronised around every timed pass.
+    ``torch.set_num_threads`` (and ONNX Runtime's intra-op threads) for the measurement only. CUDA is
+    synchronised around every timed pass. ``runtime``: ``eager`` (PyTorch), ``compile`` (``torch.compile``,
+    compiled before timing) or ``onnxruntime`` (the model exported to ONNX at this batch size; CPU, or the CUDA
+    execution provider on a CUDA device), see :mod:`prunekit.metrics.runtimes`. The input size is checked
+    first (at most :data:`~prunekit.metrics._common.MAX_INPUT_ELEMENTS` elements, the first layer's channels, no
+    layer's kernel larger than its input): a wrong one is a PrunekitError; other failures keep their traceback.
+
+    >>> import prunekit
+    >>> rep = prunekit.measure_latency(prunekit.create_model("resnet20"), (3, 32, 32), repeats=3, threads=1)
+    >>> rep.batch_size, rep.repeats, rep.median_ms > 0
+    (1, 3, True)
     """
     shape = check_shape("input_size", input_size, min_dims=1)
     for name, value, low in (("batch_size", batch_size, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
@@ -92,27 +99,22 @@ def measure_latency(model: nn.Module, input_size: Sequence[int], *, batch_size: 
             raise PrunekitError(f"{name} must be an integer >= {low}, got {value!r}")
     if threads is not None and (int(threads) != threads or threads < 1):
         raise PrunekitError(f"threads must be an integer >= 1, got {threads!r}")
+    check_runtime(runtime)
+    dims = (int(batch_size), *shape)
+    check_input_elements(dims)
     dev = _resolve_device(device, model)
-    times: list[float] = []
     with _num_threads(threads) as n_threads, _on_device(model, dev), eval_mode(model), torch.inference_mode():
         gen = torch.Generator().manual_seed(0)  # a private generator: the global RNG stream is untouched
-        x = torch.randn((int(batch_size), *shape), generator=gen).to(device=dev, dtype=model_dtype(model))
-        try:
-            for _ in range(int(warmup)):
-                model(x)
-            _sync(dev)
-            for _ in range(int(repeats)):
-                start = time.perf_counter()
-                model(x)
-                _sync(dev)
-                times.append((time.perf_counter() - start) * 1000.0)
-        except (RuntimeError, ValueError, IndexError) as e:
-            raise PrunekitError(f"forward pass of {type(model).__name__} on an input of shape "
-                                f"{[int(batch_size), *shape]} failed (wrong input_size?): {e}") from e
+        x = torch.randn(dims, generator=gen).to(device=dev, dtype=model_dtype(model))
+        with input_checks(model, dims):
+            model(x)  # one checked eager pass (a wrong input size is named here), untimed
+        run = runner(model, x, runtime, threads=n_threads, device=dev)
+        times = time_ms(lambda: run(x), warmup, repeats, dev)
     return LatencyReport(
         median_ms=float(statistics.median(times)),
         mean_ms=float(statistics.fmean(times)),
         p90_ms=float(np.percentile(times, 90)),
         std_ms=float(statistics.stdev(times)) if len(times) > 1 else 0.0,
         batch_size=int(batch_size), device=str(dev), repeats=int(repeats), threads=int(n_threads),
+        runtime=runtime,
     )

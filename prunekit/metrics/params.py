@@ -14,6 +14,10 @@ def count_params(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of parameter entries; with ``trainable_only`` only those with ``requires_grad``.
 
     Buffers (BN running statistics, channel-selection vectors, masks) are never counted.
+
+    >>> import torch.nn as nn, prunekit
+    >>> prunekit.count_params(nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)))   # 3*8*9 + 8 + 2*8
+    240
     """
     return int(sum(p.numel() for p in _selected(model, trainable_only)))
 

@@ -74,14 +74,16 @@ class ChannelSelection(nn.Module):
 
     def _stale(self) -> bool:
         ref, version = self._synced
-        return ref is not self.indexes or version != self.indexes._version
+        ind = self._buffers["indexes"]  # not ``self.indexes``: nn.Module.__getattr__ is slow on the hot path
+        return ref is not ind or version != ind._version
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # eager only: pick up a direct in-place edit / replacement of ``indexes`` (pure Python, no tensor op)
-        if not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-                or torch.compiler.is_exporting()) and self._stale():
+        # eager only: pick up a direct in-place edit / replacement of ``indexes`` (pure Python, no tensor op;
+        # kept to a few attribute reads: this runs at every forward of every selection)
+        if not (torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.compiler.is_exporting()
+                or torch.jit.is_scripting()) and self._stale():
             self.refresh()
-        return x if self.all_kept else x.index_select(1, self.kept_index)
+        return x if self.all_kept else x.index_select(1, self._buffers["kept_index"])
 
     def extra_repr(self) -> str:
         return f"{self.indexes.numel()}"

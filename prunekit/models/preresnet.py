@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from .layers import (ChannelSelection, check_at_most, check_cfg, flatten_cfg, init_conv_normal_fan_out,
                      residual_stages)
-from .registry import register_model
+from .registry import NamedPlan, register_model
+from .resnet_cifar import KESI_RATIOS, SENSITIVE_110
 
 STAGE_PLANES = (16, 32, 64)
 
@@ -157,7 +158,8 @@ class PreResNetBasic(PreActNet):
                     lambda cin, j, planes, stride: PreBasicBlock(cin, cfg[j], planes, stride), num_classes)
 
 
-@register_model("preresnet110", family="preresnet", source="kesi iterative L1-filter")
+@register_model("preresnet110", family="preresnet", source="kesi iterative L1-filter",
+                iterative=NamedPlan("preresnet110", stage_ratios=KESI_RATIOS, skip=SENSITIVE_110))
 def preresnet110(num_classes: int = 10, cfg: list | None = None, in_channels: int = 3) -> nn.Module:
     """Pre-activation basic-block ResNet-110 (n=18); cfg = 54 first-conv widths (default 16/32/64)."""
     depth, n = 110, 18

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import PrunekitError
 from .layers import ShortcutA, check_cfg, init_conv_normal_fan_out, residual_stages
-from .registry import register_model
+from .registry import NamedPlan, register_model
 
 STAGE_WIDTHS = (16, 32, 64)
 
@@ -85,8 +85,26 @@ def _register(depth: int) -> None:
 
     build.__name__ = f"resnet{depth}"
     build.__doc__ = f"CIFAR ResNet-{depth}; cfg = {(depth - 2) // 2} first-conv widths."
-    register_model(f"resnet{depth}", family="resnet_cifar", source="L1-norm filter pruning (Li et al. 2017)")(build)
+    name = f"resnet{depth}"
+    register_model(name, family="resnet_cifar", source="L1-norm filter pruning (Li et al. 2017)",
+                   plans={k: v for k, v in NAMED_PLANS.items() if v.model == name},
+                   iterative=ITERATIVE.get(name))(build)
 
+
+#: Li et al. 2017's published plans (Table 1): per-stage ratios, the sensitive convs (1-based ids) kept whole.
+NAMED_PLANS = {
+    "resnet56-A": NamedPlan("resnet56", stage_ratios=(0.1, 0.1, 0.1), skip_ids=(16, 20, 38, 54)),
+    "resnet56-B": NamedPlan("resnet56", stage_ratios=(0.6, 0.3, 0.1), skip_ids=(16, 18, 20, 34, 38, 54)),
+    "resnet110-A": NamedPlan("resnet110", stage_ratios=(0.5, 0.0, 0.0), skip_ids=(36,)),
+    "resnet110-B": NamedPlan("resnet110", stage_ratios=(0.5, 0.4, 0.3), skip_ids=(36, 38, 74)),
+}
+#: Per-round defaults of iterative L1-filter pruning (kesi, seed 002): stage ratios and the sensitive blocks kept.
+KESI_RATIOS = (0.1, 0.2, 0.3)
+SENSITIVE_110 = ("layer1.17", "layer2.0", "layer3.0")
+ITERATIVE = {
+    "resnet56": NamedPlan("resnet56", stage_ratios=KESI_RATIOS, skip=("layer1.7", "layer2.0", "layer3.0", "layer3.8")),
+    "resnet110": NamedPlan("resnet110", stage_ratios=KESI_RATIOS, skip=SENSITIVE_110),
+}
 
 for _d in (20, 32, 44, 56, 110):
     _register(_d)

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..errors import PrunekitError
 from .layers import check_cfg, init_conv_normal_fan_out
-from .registry import register_model
+from .registry import NamedPlan, register_model
 
 _M = "M"
 DEFAULT_CFGS: dict[int, list[Any]] = {
@@ -24,6 +24,8 @@ DEFAULT_CFGS: dict[int, list[Any]] = {
     16: [64, 64, _M, 128, 128, _M, 256, 256, 256, _M, 512, 512, 512, _M, 512, 512, 512],
     19: [64, 64, _M, 128, 128, _M, 256, 256, 256, 256, _M, 512, 512, 512, 512, _M, 512, 512, 512, 512],
 }
+#: The convs Li et al. 2017's VGG-16 plan A prunes by half (and kesi's iterative rounds by a quarter each).
+VGG16_A_LAYERS = ("conv1_1", "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
 
 
 def _check_vgg_cfg(name: str, depth: int, cfg: Sequence[Any] | None) -> list[Any]:
@@ -92,8 +94,11 @@ def _builder(depth: int, l1_head: bool):
     build.__name__ = name
     build.__doc__ = (f"{'l1-norm' if l1_head else 'Network-slimming'} VGG-{depth}; cfg = widths with 'M' "
                      f"markers (default {DEFAULT_CFGS[depth]}).")
+    plans = {f"vgg{depth}-A": NamedPlan(name, ratio=0.5, layers=VGG16_A_LAYERS)} if name == "vgg16_l1" else {}
+    iterative = NamedPlan(name, ratio=0.25, layers=VGG16_A_LAYERS) if name == "vgg16_l1" else None
     return register_model(name, family="vgg_l1" if l1_head else "vgg",
-                          source="L1-norm filter pruning" if l1_head else "network slimming")(build)
+                          source="L1-norm filter pruning" if l1_head else "network slimming", plans=plans,
+                          iterative=iterative)(build)
 
 
 for _depth in sorted(DEFAULT_CFGS):

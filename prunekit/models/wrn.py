@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from ..errors import PrunekitError
 from .layers import check_cfg, residual_stages
-from .registry import register_model
+from .registry import NamedPlan, register_model
+from .resnet_cifar import KESI_RATIOS
 
 
 class WideBlock(nn.Module):
@@ -121,7 +122,7 @@ def _register(depth: int, widen: int) -> None:
                      f"cfg = {3 * ((depth - 4) // 6)} first-conv widths.")
     register_model(name, family="wrn", source=_WRN_SOURCE.get((depth, widen), "GPMT wrn_models (dropRate 0.3)"),
                    notes=f"dropout {default_drop} between the block convs (option 'dropout')",
-                   tags=("cifar", "options:dropout"))(build)
+                   tags=("cifar", "options:dropout"), iterative=NamedPlan(name, stage_ratios=KESI_RATIOS))(build)
 
 
 for _d, _k in WRN_DROPOUT:

@@ -1,6 +1,8 @@
-"""Explicit weight masks: saved with the weights, enforced exactly under any optimizer.
+"""Explicit weight masks as pure tensor functions: check, apply, count.
 
 A mask set is a ``dict[str, torch.BoolTensor]`` keyed by parameter name (``"features.0.weight"``), True = kept.
+Keeping masks exact while training is not done here: :class:`~prunekit.pruning.sparsifier.Sparsifier` (any loop)
+and :class:`~prunekit.pruning.sparsifier.MaskHook` (prunekit's trainer) enforce them.
 """
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ from typing import Mapping
 
 import torch
 import torch.nn as nn
-
-from ..engine.hooks import Hook
 
 Masks = dict[str, torch.Tensor]
 
@@ -50,11 +50,32 @@ def mask_gradients(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
             g.masked_fill_(~m.to(device=g.device, dtype=torch.bool), 0.0)
 
 
-def sparsity(masks: Mapping[str, torch.Tensor]) -> float:
-    """Fraction of masked-out entries over all masked tensors."""
+def mask_counts(masks: Mapping[str, torch.Tensor] | None) -> tuple[int, int]:
+    """``(pruned, total)`` entries over all masked tensors (True = kept; ``(0, 0)`` for no masks).
+
+    >>> mask_counts({"w": torch.tensor([[True, False], [False, False]])})
+    (3, 4)
+    """
+    if not masks:
+        return 0, 0
     total = sum(m.numel() for m in masks.values())
-    kept = sum(int(m.sum()) for m in masks.values())
-    return 1.0 - kept / total if total else 0.0
+    kept = sum(int(m.to(torch.bool).sum()) for m in masks.values())
+    return total - kept, total
+
+
+def sparsity(masks: Mapping[str, torch.Tensor] | None) -> float:
+    """Fraction of masked-out entries over all masked tensors (0.0 for no masks).
+
+    >>> sparsity({"a": torch.tensor([True, False]), "b": torch.tensor([False, False])})
+    0.75
+    """
+    pruned, total = mask_counts(masks)
+    return pruned / total if total else 0.0
+
+
+def layer_sparsity(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Name -> fraction of masked-out entries of that tensor."""
+    return {name: mask_counts({name: m})[0] / m.numel() if m.numel() else 0.0 for name, m in masks.items()}
 
 
 def masks_from_zeros(model: nn.Module, names: list[str] | None = None) -> Masks:
@@ -62,47 +83,3 @@ def masks_from_zeros(model: nn.Module, names: list[str] | None = None) -> Masks:
     params = _params(model)
     names = names if names is not None else [n for n, p in params.items() if p.dim() > 1]
     return {n: params[n].detach() != 0 for n in names}
-
-
-class MaskHook(Hook):
-    """Keeps masked weights at exactly 0.0 during training.
-
-    Gradients are masked before the step (so momentum/Adam state of pruned weights stays 0) and the weights are
-    multiplied by the mask after the step (so weight decay, AdamW's decoupled decay, or a resumed optimizer state
-    can never move them). Works the same under AMP and DDP: every rank applies the same mask.
-    """
-
-    def __init__(self, masks: Mapping[str, torch.Tensor]):
-        self.masks = dict(masks)
-        self._cache: list[tuple[nn.Parameter, torch.Tensor]] | None = None
-
-    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
-        """Replace the enforced masks (e.g. with those of a resumed run)."""
-        self.masks = dict(masks)
-        self._cache = None
-
-    def _pairs(self, model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
-        """(parameter, pruned-entries bool tensor on its device) pairs, cached."""
-        if self._cache is None:
-            check_masks(model, self.masks)
-            params = _params(model)
-            self._cache = [(params[n], ~m.to(device=params[n].device, dtype=torch.bool))
-                           for n, m in self.masks.items()]
-        return self._cache
-
-    @torch.no_grad()
-    def on_fit_start(self, trainer) -> None:
-        self._cache = None
-        for p, pruned in self._pairs(trainer.module):
-            p.masked_fill_(pruned, 0.0)
-
-    @torch.no_grad()
-    def after_backward(self, trainer) -> None:
-        for p, pruned in self._pairs(trainer.module):
-            if p.grad is not None:
-                p.grad.masked_fill_(pruned, 0.0)
-
-    @torch.no_grad()
-    def after_step(self, trainer) -> None:
-        for p, pruned in self._pairs(trainer.module):
-            p.masked_fill_(pruned, 0.0)

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import PrunekitError
-from .masks import Masks, apply_masks
+from .masks import Masks, apply_masks, mask_counts
 from .scope import Scope, select_layers
 
 __all__ = ["NMResult", "check_nm", "nm_block_counts", "nm_masks", "to_semi_structured"]
@@ -41,11 +41,11 @@ class NMResult:
 
     @property
     def pruned(self) -> int:
-        return sum(int((~v).sum()) for v in self.masks.values())
+        return mask_counts(self.masks)[0]
 
     @property
     def total(self) -> int:
-        return sum(v.numel() for v in self.masks.values())
+        return mask_counts(self.masks)[1]
 
 
 def check_nm(n: int, m: int) -> tuple[int, int]:
@@ -89,7 +89,15 @@ def nm_masks(model: nn.Module, n: int = 2, m: int = 4, scope: Scope | None = Non
 
     Layers whose input dimension (dim 1) is not a multiple of ``m`` are skipped (left dense, no padding) and
     reported. Raises :class:`PrunekitError` if no in-scope layer is eligible or a weight is not finite. With
-    ``apply`` the pruned weights are zeroed in place.
+    ``apply`` the pruned weights are zeroed in place. ``Sparsifier(model, method="2:4")`` keeps them in training.
+
+    >>> import torch.nn as nn, prunekit
+    >>> model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> res = prunekit.nm_masks(model, 2, 4, apply=True)
+    >>> sorted(res.masks), res.pruned, res.total      # 2 of every 4 inputs kept
+    (['0.weight', '2.weight'], 22, 44)
+    >>> res.skipped
+    {'4.weight': 'input dimension 3 is not a multiple of 4'}
     """
     n, m = check_nm(n, m)
     scope = scope if scope is not None else Scope(kinds=DEFAULT_KINDS)
@@ -137,7 +145,16 @@ def to_semi_structured(model: nn.Module, masks: Mapping[str, torch.Tensor] | Non
     ``{"converted": [names], "skipped": {name: reason}}`` (wrong pattern, dtype or shape the kernels refuse).
 
     Raises :class:`PrunekitError` where the runtime has no such kernels: on CPU (always), on GPUs older than
-    compute capability 8.0, or without ``torch.sparse.to_sparse_semi_structured``.
+    compute capability 8.0, or without ``torch.sparse.to_sparse_semi_structured``; the message says which.
+
+    >>> import torch.nn as nn, prunekit
+    >>> model = nn.Sequential(nn.Linear(64, 64))
+    >>> res = prunekit.nm_masks(model, 2, 4, apply=True)
+    >>> try:
+    ...     prunekit.to_semi_structured(model, res.masks)     # on a CPU
+    ... except prunekit.PrunekitError as e:
+    ...     print(str(e)[:80])
+    semi-structured (2:4) sparse kernels run only on CUDA GPUs of compute capability
     """
     linears = {f"{name}.weight" if name else "weight": mod for name, mod in model.named_modules()
                if isinstance(mod, nn.Linear)}

@@ -21,7 +21,7 @@ from typing import Sequence
 
 from ..errors import PrunekitError, check_range
 
-__all__ = ["AGP", "Linear", "OneShot", "Rounds", "Schedule"]
+__all__ = ["AGP", "Cubic", "Linear", "OneShot", "Rounds", "Schedule"]
 
 
 def _int(name: str, value, low: int = 0) -> int:
@@ -53,7 +53,13 @@ class Schedule:
 
 
 class OneShot(Schedule):
-    """Dense before ``step``, ``ratio`` from ``step`` on (default: from the start)."""
+    """Dense before ``step``, ``ratio`` from ``step`` on (default: from the start).
+
+    >>> import prunekit
+    >>> s = prunekit.OneShot(0.8, step=5)
+    >>> s(4), s(5), s.final
+    (0.0, 0.8, 0.8)
+    """
 
     def __init__(self, ratio: float, step: int = 0):
         check_range("ratio", float(ratio), 0.0, 1.0)
@@ -128,7 +134,13 @@ class _Gradual(Schedule):
 
 
 class Linear(_Gradual):
-    """``s_t = s_i + (s_f - s_i)·(t - t0)/(n·Δt)`` at the update steps, constant in between."""
+    """``s_t = s_i + (s_f - s_i)·(t - t0)/(n·Δt)`` at the update steps, constant in between.
+
+    >>> import prunekit
+    >>> s = prunekit.Linear(start_step=0, end_step=100, frequency=10, initial=0.0, final=0.9)
+    >>> s(50), s(59), s(100)
+    (0.45, 0.45, 0.9)
+    """
 
     def _shape(self, x: float) -> float:
         return self.initial + (self._final - self.initial) * x
@@ -139,6 +151,12 @@ class AGP(_Gradual):
 
     Prunes fast at first, when many redundant weights remain, and slowly near ``final``; ``final`` is reached
     exactly at ``end_step``. Between update steps (every ``frequency`` steps) the target stays constant.
+    ``prunekit.Cubic`` is the same class.
+
+    >>> import prunekit
+    >>> s = prunekit.AGP(start_step=0, end_step=100, frequency=10, initial=0.0, final=0.9)
+    >>> s(0), s(50), s(100)   # 0.9 - 0.9 * (1 - 50/100) ** 3 = 0.7875
+    (0.0, 0.7875, 0.9)
     """
 
     def _shape(self, x: float) -> float:
@@ -147,7 +165,13 @@ class AGP(_Gradual):
 
 class Rounds(Schedule):
     """Iterative rounds: round ``j`` prunes ``ratios[j]`` of the *remaining* weights, at step
-    ``start_step + j·every``. Sparsity after round ``j``: ``1 - Π_{i≤j}(1 - ratios[i])``; dense before round 0."""
+    ``start_step + j·every``. Sparsity after round ``j``: ``1 - Π_{i≤j}(1 - ratios[i])``; dense before round 0.
+
+    >>> import prunekit
+    >>> s = prunekit.Rounds([0.5, 0.5], every=10)
+    >>> s(0), s(10), s.final
+    (0.5, 0.75, 0.75)
+    """
 
     def __init__(self, ratios: Sequence[float], every: int = 1, start_step: int = 0):
         if isinstance(ratios, (int, float)):
@@ -181,6 +205,10 @@ class Rounds(Schedule):
 
     def update_steps(self) -> list[int]:
         return [self.start_step + j * self.every for j in range(len(self.ratios))]
+
+
+#: The cubic schedule of Zhu & Gupta 2017 under its shape's name.
+Cubic = AGP
 
 
 def check_monotone(schedule, steps: int) -> None:

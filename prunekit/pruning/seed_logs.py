@@ -47,6 +47,7 @@ import torch.nn as nn
 
 from ..engine.hooks import Hook
 from ..utils.io import atomic_path, write_text
+from .masks import sparsity
 from .reports import LayerReport, PruneReport
 
 RETHINKING_LOG_NAMES = ("Learning Rate", "Train Loss", "Valid Loss", "Train Acc.", "Valid Acc.")
@@ -290,11 +291,7 @@ class SeedLogHook(Hook):
 
     @staticmethod
     def percent_pruned(masks: Mapping[str, torch.Tensor] | None) -> float:
-        if not masks:
-            return 0.0
-        total = sum(m.numel() for m in masks.values())
-        kept = sum(int(m.sum()) for m in masks.values())
-        return 100.0 * (total - kept) / total if total else 0.0
+        return 100.0 * sparsity(masks)
 
     def files(self) -> list[Path]:
         return [self.out_dir / n for n in (self.rethinking_name, "record.txt", "gpmt_log.csv")]

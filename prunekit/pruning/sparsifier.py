@@ -45,14 +45,14 @@ import torch.nn as nn
 
 from ..engine.hooks import Hook
 from ..errors import CheckpointError, PrunekitError, UnknownNameError
-from .masks import Masks, check_masks
+from .masks import Masks, check_masks, layer_sparsity, mask_counts
 from .nm import DEFAULT_KINDS as NM_KINDS
 from .nm import check_nm, nm_masks
 from .schedules import OneShot, Schedule
 from .scope import Scope, make_scope
 from .unstructured import DEFAULT_KINDS, METHODS, prune_unstructured
 
-__all__ = ["Sparsifier", "SparsifierHook"]
+__all__ = ["MaskHook", "Sparsifier", "SparsifierHook"]
 
 _NM = re.compile(r"^(\d+):(\d+)$")
 STATE_VERSION = 1
@@ -72,6 +72,20 @@ class Sparsifier:
     ``schedule=OneShot(ratio)``). ``schedule``: a :class:`~prunekit.pruning.schedules.Schedule` or any callable
     ``step -> sparsity``. ``scope``: a :class:`Scope`, or kinds such as ``"conv,linear"`` (default: the method's).
     The masks of step 0 are computed and applied at construction.
+
+    >>> import torch, torch.nn as nn, prunekit
+    >>> model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    >>> opt = torch.optim.AdamW(model.parameters(), lr=1e-2)      # decoupled weight decay cannot revive weights
+    >>> sp = prunekit.Sparsifier(model, method="layerwise", schedule=prunekit.AGP(0, 8, 2, 0.0, 0.75)).attach(opt)
+    >>> x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
+    >>> for step in range(10):                                     # any training loop
+    ...     nn.functional.cross_entropy(model(x), y).backward()
+    ...     opt.step(); opt.zero_grad(); _ = sp.step()
+    >>> st = sp.sparsity()
+    >>> st["sparsity"], st["revived"]                              # 0.75 of 512 + 128 weights, none came back
+    (0.75, 0)
+    >>> sorted(sp.squash())                                        # bake the masks in, remove the hooks
+    ['0.weight', '2.weight']
     """
 
     def __init__(self, model: nn.Module, method: str = "global", ratio: float | None = None,
@@ -229,7 +243,7 @@ class Sparsifier:
             old = self._masks.get(name)
             m = m.to(self._params[name].device)
             merged[name] = m if old is None else (m & old)
-        extra = sum(int((~m).sum()) for m in merged.values()) - res.report.total_pruned
+        extra = mask_counts(merged)[0] - res.report.total_pruned
         if extra > 0:
             self.notes.append(f"step {self._step}: {extra:,} weights beyond the target stay pruned (masks only "
                               f"grow; {self.method} chose some weights pruned earlier to keep)")
@@ -320,17 +334,12 @@ class Sparsifier:
 
         ``sparsity`` is the pruned fraction of the masked weights; ``revived`` counts pruned positions whose weight
         is not exactly 0.0 (always 0 while attached or after :meth:`apply`)."""
-        layers, pruned, total, revived = {}, 0, 0, 0
+        pruned, total = mask_counts(self._masks)
         with torch.no_grad():
-            for name, pr in self._pruned.items():
-                k = int(pr.sum())
-                layers[name] = k / pr.numel() if pr.numel() else 0.0
-                pruned += k
-                total += pr.numel()
-                p = self._params[name]
-                revived += int((p.detach()[pr.to(p.device)] != 0).sum())
+            revived = sum(int((self._params[name].detach()[pr.to(self._params[name].device)] != 0).sum())
+                          for name, pr in self._pruned.items())
         return {"step": self._step, "target": self._target, "sparsity": pruned / total if total else 0.0,
-                "pruned": pruned, "total": total, "revived": revived, "layers": layers}
+                "pruned": pruned, "total": total, "revived": revived, "layers": layer_sparsity(self._masks)}
 
     # -------------------------------------------------------------------------------------------- state dict
     def _schedule_desc(self) -> Any:
@@ -373,7 +382,7 @@ class SparsifierHook(Hook):
     """Runs a :class:`Sparsifier` inside prunekit's :class:`~prunekit.engine.trainer.Trainer`.
 
     ``on_fit_start``: attach to ``trainer.optimizer`` (on ``resume``: restore the step and masks the trainer
-    saved); ``after_backward``: mask the gradients once more (as :class:`~prunekit.pruning.masks.MaskHook`; under
+    saved); ``after_backward``: mask the gradients once more (as :class:`MaskHook`; under
     DDP the all-reduced gradient is written after the tensor hooks ran); ``after_step``: :meth:`Sparsifier.step`.
     The current masks are ``trainer.masks``, so every checkpoint the trainer writes carries them; each epoch's log
     row gets ``sparsifier_step``/``sparsifier_target``/``sparsity``.
@@ -384,8 +393,6 @@ class SparsifierHook(Hook):
         self.sparsifier = sparsifier
 
     def on_fit_start(self, trainer) -> None:
-        from .masks import MaskHook
-
         sp = self.sparsifier
         if any(isinstance(h, MaskHook) for h in trainer.hooks):
             raise PrunekitError("a Trainer with masks= and a SparsifierHook: the Sparsifier owns the masks; "
@@ -409,3 +416,47 @@ class SparsifierHook(Hook):
         metrics["sparsifier_step"] = sp.step_count
         metrics["sparsifier_target"] = sp.target
         metrics["sparsity"] = sp.sparsity()["sparsity"]
+
+
+class MaskHook(Hook):
+    """Keeps masked weights at exactly 0.0 during training.
+
+    Gradients are masked before the step (so momentum/Adam state of pruned weights stays 0) and the weights are
+    multiplied by the mask after the step (so weight decay, AdamW's decoupled decay, or a resumed optimizer state
+    can never move them). Works the same under AMP and DDP: every rank applies the same mask.
+    """
+
+    def __init__(self, masks: Mapping[str, torch.Tensor]):
+        self.masks = dict(masks)
+        self._cache: list[tuple[nn.Parameter, torch.Tensor]] | None = None
+
+    def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Replace the enforced masks (e.g. with those of a resumed run)."""
+        self.masks = dict(masks)
+        self._cache = None
+
+    def _pairs(self, model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """(parameter, pruned-entries bool tensor on its device) pairs, cached."""
+        if self._cache is None:
+            check_masks(model, self.masks)
+            params = dict(model.named_parameters())
+            self._cache = [(params[n], ~m.to(device=params[n].device, dtype=torch.bool))
+                           for n, m in self.masks.items()]
+        return self._cache
+
+    @torch.no_grad()
+    def on_fit_start(self, trainer) -> None:
+        self._cache = None
+        for p, pruned in self._pairs(trainer.module):
+            p.masked_fill_(pruned, 0.0)
+
+    @torch.no_grad()
+    def after_backward(self, trainer) -> None:
+        for p, pruned in self._pairs(trainer.module):
+            if p.grad is not None:
+                p.grad.masked_fill_(pruned, 0.0)
+
+    @torch.no_grad()
+    def after_step(self, trainer) -> None:
+        for p, pruned in self._pairs(trainer.module):
+            p.masked_fill_(pruned, 0.0)

@@ -5,8 +5,8 @@ Layers emptied at high ratios do not stop a sweep: the row records them in ``emp
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +20,8 @@ from ..utils.table import markdown_table
 from .reports import fmt_threshold
 from .scope import Scope, select_layers
 from .unstructured import METHODS, prune_unstructured
+
+log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("method", "ratio", "sparsity", "top1", "top5", "loss", "conv_threshold", "fc_threshold",
                "pruned", "weights", "empty_layers")
@@ -94,7 +96,7 @@ def sensitivity_sweep(model: nn.Module, methods: Sequence[str], ratios: Sequence
                 acc = evaluate_fn(model)
                 rep = res.report
                 conv_t, fc_t = _kind_thresholds(rep.thresholds, rep.scope["kinds"])
-                print(f"sweep {method} ratio {ratio}: top-1 {acc['top1']:.2f}", file=sys.stderr, flush=True)
+                log.info("sweep %s ratio %s: top-1 %.2f", method, ratio, acc["top1"])
                 rows.append(SweepRow(method, float(ratio), rep.sparsity, acc["top1"], acc.get("top5"),
                                      acc.get("loss"), conv_t, fc_t, rep.total_pruned, rep.total_weights,
                                      list(rep.empty_layers)))
@@ -133,29 +135,29 @@ def sweep_markdown(rows: Sequence[SweepRow], title: str = "Sensitivity (top-1 wi
 
 
 def plot_sweep(rows: Sequence[SweepRow], path: str | os.PathLike, title: str = "") -> Path:
-    """PNG: top-1 against realised sparsity, one line per method, dashed baseline (matplotlib Agg)."""
-    import matplotlib
+    """PNG: top-1 against realised sparsity, one line per method, dashed baseline.
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    Drawn on a :class:`matplotlib.figure.Figure` with its own Agg canvas: pyplot's global backend and figure list
+    are left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    try:
-        for method in dict.fromkeys(r.method for r in rows if r.ratio is not None):
-            pts = sorted((100 * r.sparsity, r.top1) for r in rows if r.method == method and r.ratio is not None)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-        for b in rows:
-            if b.ratio is None:
-                ax.axhline(b.top1, color="gray", linestyle="--", linewidth=1, label=f"baseline {b.top1:.2f}")
-        ax.set_xlabel("sparsity of the pruned scope (%)")
-        ax.set_ylabel("top-1 without finetune (%)")
-        ax.set_title(title or "pruning sensitivity")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+    fig = Figure(figsize=(6.4, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for method in dict.fromkeys(r.method for r in rows if r.ratio is not None):
+        pts = sorted((100 * r.sparsity, r.top1) for r in rows if r.method == method and r.ratio is not None)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    for b in rows:
+        if b.ratio is None:
+            ax.axhline(b.top1, color="gray", linestyle="--", linewidth=1, label=f"baseline {b.top1:.2f}")
+    ax.set_xlabel("sparsity of the pruned scope (%)")
+    ax.set_ylabel("top-1 without finetune (%)")
+    ax.set_title(title or "pruning sensitivity")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return Path(path)
 
 

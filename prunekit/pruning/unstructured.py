@@ -179,7 +179,17 @@ def prune_unstructured(model: nn.Module, method: str, ratio: float, *, scope: Sc
     ``scope`` defaults to :data:`DEFAULT_KINDS` of the method (``global``: conv weights only, as Rethinking).
     ``min_threshold`` (gpmt only): percent of all in-scope weights that every layer keeps at least.
     ``seed``: for ``random``. A layer left with no weight raises :class:`EmptyLayerError` naming it, or warns
-    when ``allow_empty_layers``. With ``apply`` the pruned weights are zeroed in place.
+    when ``allow_empty_layers``. With ``apply`` the pruned weights are zeroed in place. The masks are plain bool
+    tensors: keep them exact while training with :class:`~prunekit.pruning.sparsifier.Sparsifier` or ``fit(...,
+    masks=res.masks)``, save them with ``save_model(model, path, masks=res.masks)``.
+
+    >>> import prunekit
+    >>> model = prunekit.create_model("resnet20")
+    >>> res = prunekit.prune_unstructured(model, "global", 0.5)  # the 267,696 conv weights, one threshold
+    >>> res.report.total_pruned, res.report.total_weights, res.report.sparsity
+    (133848, 267696, 0.5)
+    >>> all(bool((model.get_parameter(n)[~m] == 0).all()) for n, m in res.masks.items())
+    True
     """
     if method not in METHODS:
         raise UnknownNameError(f"unknown weight-level method {method!r}; valid: {', '.join(METHODS)}")

@@ -1,20 +1,41 @@
-"""Warnings that point at the user's code, not at prunekit's internals or torch's decorators."""
+"""Warnings that point at the user's code, not at prunekit's internals or torch's decorators.
+
+``@torch.no_grad()`` and friends wrap a function in ``torch/utils/_contextlib.py``: a plain
+``warnings.warn(..., stacklevel=2)`` inside such a function names that file instead of the caller. :func:`warn_user`
+walks past every frame of prunekit, of torch (wherever it is installed) and of the standard ``contextlib``.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
 
-_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_TORCH = os.path.join("site-packages", "torch") + os.sep
+_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_CONTEXTLIB = os.path.abspath(contextlib.__file__)
+
+
+def _internal_prefixes() -> tuple[str, ...]:
+    prefixes = [_PKG]
+    torch = sys.modules.get("torch")
+    torch_file = getattr(torch, "__file__", None)
+    if torch_file:
+        prefixes.append(os.path.dirname(os.path.abspath(torch_file)) + os.sep)
+    return tuple(prefixes)
+
+
+def _is_internal(filename: str, prefixes: tuple[str, ...]) -> bool:
+    path = os.path.abspath(filename)
+    return path.startswith(prefixes) or path == _CONTEXTLIB
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
-    """``warnings.warn`` attributed to the first caller frame outside prunekit (and torch's wrappers)."""
+    """``warnings.warn`` attributed to the first caller frame outside prunekit, torch and ``contextlib``.
+
+    >>> warn_user("layer fc kept one channel instead of none")  # doctest: +SKIP
+    """
+    prefixes = _internal_prefixes()
     level, frame = 1, sys._getframe(1)
-    while frame is not None:
-        path = os.path.abspath(frame.f_code.co_filename)
-        if not path.startswith(_PKG) and _TORCH not in path:
-            break
-        frame, level = frame.f_back, level + 1
+    while frame.f_back is not None and _is_internal(frame.f_code.co_filename, prefixes):
+        frame, level = frame.f_back, level + 1  # stops at the outermost frame (prunekit's own CLI entry)
     warnings.warn(message, category, stacklevel=level + 1)

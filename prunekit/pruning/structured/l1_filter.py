@@ -2,60 +2,29 @@
 
 Importance of a filter = L1 norm of its weights over (in, kh, kw), computed on the weights of the model being
 pruned. A layer with ratio ``p`` keeps the top ``floor(out·(1−p))`` filters (ties: lower index first); the
-kept filters stay in their original order. The paper's plans prune the *simple* groups of the dependency graph
-(one conv, its BN, its consumers): in residual nets that is each block's first conv, since every other conv
-feeds a residual sum; in VGG every conv. Stages are the graph's spatial resolutions. For any other model and for
-coupled groups (residual streams), use :func:`~prunekit.pruning.structured.pruner.prune_structured`.
+kept filters stay in their original order. ``criterion="random"`` is the control (seed 002, claim (e)): the same
+per-layer counts, hence the same widths, but the kept filters drawn uniformly at random from a private
+``torch.Generator`` seeded by ``seed`` (one generator for all layers and rounds). The paper's plans prune the
+*simple* groups of the dependency graph (one conv, its BN, its consumers): in residual nets that is each block's
+first conv, since every other conv feeds a residual sum; in VGG every conv. Stages are the graph's spatial
+resolutions. For any other model and for coupled groups (residual streams), use
+:func:`~prunekit.pruning.structured.pruner.prune_structured`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
-from ...errors import PrunekitError, UnknownNameError, check_range
+from ...errors import PrunekitError, UnknownNameError, check_number, check_range
+from ...models import NamedPlan, list_models, model_info, named_plan, named_plans
 from .graph import DependencyGraph, Group
 from .pruner import Keep, StructuredResult, finish, graph_for, guard_empty, keep_count, top_units
 
-VGG16_A_LAYERS = ("conv1_1", "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3")
-
-
-@dataclass(frozen=True)
-class NamedPlan:
-    """A published per-layer recipe: ``stage_ratios`` (or ``ratio`` on ``layers`` only), minus ``skip_ids``."""
-
-    model: str
-    stage_ratios: tuple[float, ...] = ()
-    ratio: float = 0.0
-    layers: tuple[str, ...] = ()
-    skip_ids: tuple[int, ...] = ()
-
-
-NAMED_PLANS: dict[str, NamedPlan] = {
-    "vgg16-A": NamedPlan("vgg16_l1", ratio=0.5, layers=VGG16_A_LAYERS),
-    "resnet56-A": NamedPlan("resnet56", stage_ratios=(0.1, 0.1, 0.1), skip_ids=(16, 20, 38, 54)),
-    "resnet56-B": NamedPlan("resnet56", stage_ratios=(0.6, 0.3, 0.1), skip_ids=(16, 18, 20, 34, 38, 54)),
-    "resnet110-A": NamedPlan("resnet110", stage_ratios=(0.5, 0.0, 0.0), skip_ids=(36,)),
-    "resnet110-B": NamedPlan("resnet110", stage_ratios=(0.5, 0.4, 0.3), skip_ids=(36, 38, 74)),
-}
-
-_KESI_RATIOS = (0.1, 0.2, 0.3)
-_SENSITIVE_110 = ("layer1.17", "layer2.0", "layer3.0")
-#: Per-round defaults of the iterative schedule (kesi, seed 002): (stage ratios, skipped blocks, layers, ratio).
-ITERATIVE_DEFAULTS: dict[str, NamedPlan] = {
-    "resnet56": NamedPlan("resnet56", stage_ratios=_KESI_RATIOS),
-    "resnet110": NamedPlan("resnet110", stage_ratios=_KESI_RATIOS),
-    "preresnet110": NamedPlan("preresnet110", stage_ratios=_KESI_RATIOS),
-    "wrn": NamedPlan("wrn_*", stage_ratios=_KESI_RATIOS),
-    "vgg16_l1": NamedPlan("vgg16_l1", ratio=0.25, layers=VGG16_A_LAYERS),
-}
-ITERATIVE_SKIP: dict[str, tuple[str, ...]] = {
-    "resnet56": ("layer1.7", "layer2.0", "layer3.0", "layer3.8"),
-    "resnet110": _SENSITIVE_110,
-    "preresnet110": _SENSITIVE_110,
-}
+#: Li et al.'s named plans by name (vgg16-A, resnet56-A/B, resnet110-A/B): read from the model registry, the one
+#: place for per-model knowledge (:func:`prunekit.models.named_plan`).
+NAMED_PLANS: dict[str, NamedPlan] = named_plans()
 
 
 def _match(groups: Sequence[Group], names: Sequence[str], what: str) -> set[str]:
@@ -134,35 +103,69 @@ def l1_groups(model: nn.Module, input_size: Sequence[int] | None = None) -> tupl
     return graph, groups
 
 
+FILTER_CRITERIA = ("l1", "random")
+
+
+def _check_criterion(criterion: str) -> None:
+    if criterion not in FILTER_CRITERIA:
+        raise UnknownNameError(f"unknown filter criterion {criterion!r} for the L1-filter rules; valid: "
+                               f"{', '.join(FILTER_CRITERIA)}")
+
+
 @torch.no_grad()
 def l1_keep(model: nn.Module, groups: Sequence[Group], ratios: Mapping[str, float], *,
-            strict_empty: bool = False, notes: list[str] | None = None) -> Keep:
-    """Kept filters of every group with a ratio > 0 (filter indexes of the group's conv)."""
+            strict_empty: bool = False, notes: list[str] | None = None, criterion: str = "l1",
+            generator: torch.Generator | None = None) -> Keep:
+    """Kept filters of every group with a ratio > 0 (filter indexes of the group's conv): the largest L1 norms, or
+    with ``criterion="random"`` the same number drawn uniformly by ``generator`` (seed 0 if None)."""
+    _check_criterion(criterion)
     notes = notes if notes is not None else []
+    if criterion == "random" and generator is None:
+        generator = torch.Generator().manual_seed(0)
     mods = dict(model.named_modules())
     keep: Keep = {}
     for g in groups:
         if g.name not in ratios:
             continue
-        norms = filter_norms(mods[g.conv])
-        kept = top_filters(norms, keep_count(g.size, ratios[g.name]))
-        keep[g.name] = guard_empty(g, kept, int(torch.argmax(norms)), strict=strict_empty,
-                                   what=f"L1-filter pruning at ratio {ratios[g.name]}", notes=notes)
+        n_keep = keep_count(g.size, ratios[g.name])
+        if criterion == "random":
+            perm = torch.randperm(g.size, generator=generator)
+            kept, best = sorted(perm[:n_keep].tolist()), int(perm[0])
+        else:
+            norms = filter_norms(mods[g.conv])
+            kept, best = top_filters(norms, n_keep), int(torch.argmax(norms))
+        keep[g.name] = guard_empty(g, kept, best, strict=strict_empty,
+                                   what=f"{'random' if criterion == 'random' else 'L1'}-filter pruning at ratio "
+                                        f"{ratios[g.name]}", notes=notes)
     return keep
 
 
+def _generator(criterion: str, seed: int, generator: torch.Generator | None) -> torch.Generator | None:
+    if criterion != "random" or generator is not None:
+        return generator
+    return torch.Generator().manual_seed(int(seed))
+
+
 def resolve_named_plan(name: str) -> NamedPlan:
-    """The named plan ``name`` (vgg16-A, resnet56-A/B, resnet110-A/B)."""
-    if name not in NAMED_PLANS:
-        raise UnknownNameError(f"unknown L1-filter plan {name!r}; valid plans: {', '.join(NAMED_PLANS)}")
-    return NAMED_PLANS[name]
+    """The named plan ``name`` (vgg16-A, resnet56-A/B, resnet110-A/B), from the model registry."""
+    return named_plan(name)
 
 
 def prune_l1_filter(model: nn.Module, *, plan: str | None = None, ratios: Sequence[float] | None = None,
                     skip: Sequence[str] = (), layers: Sequence[str] = (), ratio: float | None = None,
                     strict_empty: bool = False, input_size: Sequence[int] | None = None,
-                    verify: bool = True) -> StructuredResult:
-    """One-shot L1-norm filter pruning by a named ``plan`` or by per-stage ``ratios`` / ``skip`` (user plan)."""
+                    verify: bool = True, criterion: str = "l1", seed: int = 0,
+                    generator: torch.Generator | None = None) -> StructuredResult:
+    """One-shot L1-norm filter pruning by a named ``plan`` or by per-stage ``ratios`` / ``skip`` (user plan).
+
+    ``criterion="random"``: the same widths, kept filters drawn at random (``generator``, else seeded by ``seed``).
+
+    Example::
+
+        res = prune_l1_filter(model, ratios=[0.3, 0.3, 0.5], skip=["layer3.0"], input_size=(3, 32, 32))
+        res.model.prunekit_cfg, res.info["max_abs_diff"]
+    """
+    _check_criterion(criterion)
     graph, groups = l1_groups(model, input_size)
     skip_ids: tuple[int, ...] = ()
     if plan is not None:
@@ -178,9 +181,15 @@ def prune_l1_filter(model: nn.Module, *, plan: str | None = None, ratios: Sequen
         raise PrunekitError("L1-filter pruning needs --plan NAME or --ratios r1,r2,r3")
     per_layer = layer_ratios(groups, stage_ratios=ratios, ratio=ratio, layers=layers, skip=skip, skip_ids=skip_ids)
     notes: list[str] = []
-    keep = l1_keep(model, groups, per_layer, strict_empty=strict_empty, notes=notes)
-    return _verified(model, finish(graph, groups, keep, "l1-filter", notes, {"plan": plan, "ratios": per_layer}),
-                     graph, verify)
+    keep = l1_keep(model, groups, per_layer, strict_empty=strict_empty, notes=notes, criterion=criterion,
+                   generator=_generator(criterion, seed, generator))
+    info = {"plan": plan, "ratios": per_layer, "criterion": criterion}
+    return _verified(model, finish(graph, groups, keep, _method_name("l1-filter", criterion), notes, info), graph,
+                     verify)
+
+
+def _method_name(base: str, criterion: str) -> str:
+    return base if criterion == "l1" else base.replace("l1-", f"{criterion}-")
 
 
 def _verified(model: nn.Module, res: StructuredResult, graph: DependencyGraph, verify: bool) -> StructuredResult:
@@ -192,20 +201,22 @@ def _verified(model: nn.Module, res: StructuredResult, graph: DependencyGraph, v
 
 
 def iterative_defaults(name: str | None) -> tuple[NamedPlan, tuple[str, ...]]:
-    """Per-round ratios and skipped blocks of the kesi schedule for zoo model ``name``."""
-    key = "wrn" if name and name.startswith("wrn_") else name
-    if key not in ITERATIVE_DEFAULTS:
+    """Per-round ratios and skipped blocks of the kesi schedule for zoo model ``name`` (its registry record)."""
+    spec = model_info(name).iterative if name in list_models() else None
+    if spec is None:
         raise PrunekitError(f"no iterative L1-filter schedule for {name!r} (defined for resnet56, resnet110, "
                             "preresnet110, wrn_*, vgg16_l1): pass --ratios (and --skip)")
-    return ITERATIVE_DEFAULTS[key], ITERATIVE_SKIP.get(key, ())
+    return spec, tuple(spec.skip)
 
 
 def iterative_round(model: nn.Module, *, ratios: Sequence[float] | None = None, skip: Sequence[str] | None = None,
                     strict_empty: bool = False, input_size: Sequence[int] | None = None,
-                    verify: bool = True) -> StructuredResult:
+                    verify: bool = True, criterion: str = "l1", seed: int = 0,
+                    generator: torch.Generator | None = None) -> StructuredResult:
     """One round of iterative filter pruning on a (possibly already pruned) model: each prunable layer loses
     ``p`` of its **remaining** filters (defaults: the kesi schedule of the model). Finetune between rounds is the
-    caller's job."""
+    caller's job. ``criterion="random"`` draws the kept filters with ``generator`` (else seeded by ``seed``)."""
+    _check_criterion(criterion)
     graph, groups = l1_groups(model, input_size)
     layers: tuple[str, ...] = ()
     ratio = None
@@ -216,18 +227,23 @@ def iterative_round(model: nn.Module, *, ratios: Sequence[float] | None = None, 
         skip = default_skip if skip is None else skip
     per_layer = layer_ratios(groups, stage_ratios=ratios, ratio=ratio, layers=layers, skip=skip or ())
     notes: list[str] = []
-    keep = l1_keep(model, groups, per_layer, strict_empty=strict_empty, notes=notes)
-    return _verified(model, finish(graph, groups, keep, "l1-filter-iterative", notes, {"ratios": per_layer}),
+    keep = l1_keep(model, groups, per_layer, strict_empty=strict_empty, notes=notes, criterion=criterion,
+                   generator=_generator(criterion, seed, generator))
+    info = {"ratios": per_layer, "criterion": criterion}
+    return _verified(model, finish(graph, groups, keep, _method_name("l1-filter-iterative", criterion), notes, info),
                      graph, verify)
 
 
-def prune_iterative(model: nn.Module, rounds: int, **kwargs) -> list[StructuredResult]:
-    """``rounds`` consecutive :func:`iterative_round` s without finetune in between (one result per round)."""
-    if int(rounds) != rounds or rounds < 1:
-        raise PrunekitError(f"--rounds must be a positive integer, got {rounds}")
+def prune_iterative(model: nn.Module, rounds: int, *, criterion: str = "l1", seed: int = 0,
+                    **kwargs) -> list[StructuredResult]:
+    """``rounds`` consecutive :func:`iterative_round` s without finetune in between (one result per round).
+    With ``criterion="random"`` one generator seeded by ``seed`` draws the kept filters of every round."""
+    check_number("rounds", rounds, low=1, integer=True)
+    _check_criterion(criterion)
+    gen = _generator(criterion, seed, kwargs.pop("generator", None))
     results = []
     for _ in range(int(rounds)):
-        res = iterative_round(model, **kwargs)
+        res = iterative_round(model, criterion=criterion, generator=gen, **kwargs)
         results.append(res)
         model = res.model
     return results

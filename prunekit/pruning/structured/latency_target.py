@@ -41,9 +41,12 @@ of the dense model's measured latency, or milliseconds: ``"12ms"``). The algorit
    proves the removal exact.
 
 ``latency_fn(module, input_shape) -> ms`` replaces the runtime (used for the whole model and for single layers;
-``input_shape`` includes the batch): tests give a deterministic cost model. Runtimes: ``eager`` (default);
-``compile`` (``torch.compile`` of every whole-model candidate; the layer table stays eager, the correction step
-absorbs the difference; slow: one compilation per candidate). ``onnxruntime`` is not supported yet.
+``input_shape`` includes the batch): tests give a deterministic cost model. Runtimes
+(:mod:`prunekit.metrics.runtimes`): ``eager`` (default); ``compile`` (``torch.compile`` of every whole-model
+candidate; the layer table stays eager, the correction step absorbs the difference; slow: one compilation per
+candidate); ``onnxruntime`` (every layer of the table and every candidate exported to ONNX at the batch size and
+timed in an ONNX Runtime session: CPU, or the CUDA execution provider on a CUDA ``device``; needs
+``pip install prunekit[onnx]``). Timing, the table and its prediction are in :mod:`.latency_lut`.
 """
 from __future__ import annotations
 
@@ -51,22 +54,20 @@ import functools
 import math
 import re
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ...errors import PrunekitError, UnknownNameError, check_range
-from .graph import DependencyGraph, build_graph, ignore_paths
+from .graph import build_graph, ignore_paths
 from .importance import CRITERIA, all_scores
+from .latency_lut import (RUNTIMES, WIDTHS, LatencyFn, LatencyTable, _default_latency_fn, _fn_pair,  # noqa: F401
+                          measure_pair)
 from .pruner import (StructuredResult, _example, _global_order, _global_take, _model_label, _removed_positions,
                      _search, candidates, finish)
 
-RUNTIMES = ("eager", "compile", "onnxruntime")
-WIDTHS = (1.0, 0.75, 0.5, 0.25)
-LatencyFn = Callable[[nn.Module, tuple[int, ...]], float]
 
 _TARGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|us|µs)?\s*$")
 _UNIT_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
@@ -98,286 +99,6 @@ def parse_latency_target(value: Any) -> tuple[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# timing
-
-
-PairFn = Callable[[nn.Module, nn.Module, tuple[int, ...]], tuple[float, float, float]]
-
-
-def measure_pair(a: nn.Module, b: nn.Module, input_shape: Sequence[int], *, repeats: int = 20, warmup: int = 3,
-                 device: Any = None, threads: int | None = None,
-                 wrap: Callable[[nn.Module], Any] | None = None) -> tuple[float, float, float]:
-    """Time ``a`` and ``b`` pass by pass, alternately (the order alternating too), on one random input of
-    ``input_shape`` (batch included); return ``(median ms of a, median ms of b, median of the per-pass ratios
-    b/a)``. On a shared machine both see the same load, so the ratio is far steadier than two separate
-    measurements. Eval mode and ``torch.inference_mode``; ``threads`` and ``device`` as in
-    :func:`prunekit.metrics.measure_latency`; ``wrap`` (e.g. ``torch.compile``) is applied to both models."""
-    import statistics
-
-    from ...metrics._common import eval_mode, model_dtype
-    from ...metrics.latency import _num_threads, _on_device, _resolve_device, _sync
-
-    dev = _resolve_device(device, a)
-    ta: list[float] = []
-    tb: list[float] = []
-    with _num_threads(threads), _on_device(a, dev), _on_device(b, dev), eval_mode(a), eval_mode(b), \
-            torch.inference_mode():
-        x = torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(0)).to(dev, model_dtype(a))
-        fa, fb = (wrap(a), wrap(b)) if wrap is not None else (a, b)
-        for _ in range(int(warmup)):
-            fa(x)
-            fb(x)
-        _sync(dev)
-        for i in range(int(repeats)):
-            for f, out in (((fa, ta), (fb, tb)) if i % 2 == 0 else ((fb, tb), (fa, ta))):
-                start = time.perf_counter()
-                f(x)
-                _sync(dev)
-                out.append((time.perf_counter() - start) * 1000.0)
-    ratio = statistics.median(y / x if x > 0 else float("inf") for x, y in zip(ta, tb))
-    return float(statistics.median(ta)), float(statistics.median(tb)), float(ratio)
-
-
-def _fn_pair(fn: LatencyFn) -> PairFn:
-    def pair(a: nn.Module, b: nn.Module, shape: tuple[int, ...]) -> tuple[float, float, float]:
-        ma, mb = float(fn(a, shape)), float(fn(b, shape))
-        return ma, mb, mb / ma if ma > 0 else float("inf")
-
-    return pair
-
-
-def _default_latency_fn(runtime: str, device: Any, threads: int | None, repeats: int, warmup: int
-                        ) -> tuple[LatencyFn, LatencyFn, PairFn]:
-    """``(whole-model fn, single-layer fn, interleaved pair fn)`` for ``runtime``."""
-    from ...metrics import measure_latency
-
-    def eager(m: nn.Module, shape: tuple[int, ...], reps: int = repeats, warm: int = warmup) -> float:
-        return measure_latency(m, shape[1:], batch_size=shape[0], warmup=warm, repeats=reps, device=device,
-                               threads=threads).median_ms
-
-    def layer(m: nn.Module, shape: tuple[int, ...]) -> float:
-        return eager(m, shape, repeats, max(1, warmup))
-
-    def pair(a: nn.Module, b: nn.Module, shape: tuple[int, ...]) -> tuple[float, float, float]:
-        return measure_pair(a, b, shape, repeats=repeats, warmup=warmup, device=device, threads=threads)
-
-    if runtime == "eager":
-        return eager, layer, pair
-    if runtime == "compile":
-        def _compile(m: nn.Module) -> Any:
-            return torch.compile(m, dynamic=False)
-
-        def guarded(f: Callable[[], Any]) -> Any:
-            import torch._dynamo
-
-            torch._dynamo.reset()  # every candidate is a new module: do not run into the recompilation limit
-            try:
-                return f()
-            except PrunekitError:
-                raise
-            except Exception as e:  # noqa: BLE001  (inductor needs a working C++ toolchain)
-                first = str(e).splitlines()[0] if str(e) else ""
-                raise PrunekitError(f"--latency-runtime compile failed on this machine: {type(e).__name__}: "
-                                    f"{first}") from e
-
-        def compiled(m: nn.Module, shape: tuple[int, ...]) -> float:
-            was = m.training
-            m.eval()
-            try:
-                return guarded(lambda: eager(_compile(m), shape, repeats, max(2, warmup)))
-            finally:
-                m.train(was)
-
-        def compiled_pair(a: nn.Module, b: nn.Module, shape: tuple[int, ...]) -> tuple[float, float, float]:
-            return guarded(lambda: measure_pair(a, b, shape, repeats=repeats, warmup=max(2, warmup), device=device,
-                                                threads=threads, wrap=_compile))
-
-        return compiled, layer, compiled_pair
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise PrunekitError("--latency-runtime onnxruntime needs the onnxruntime package, which is not "
-                            "installed; use eager or compile") from None
-    raise PrunekitError("--latency-runtime onnxruntime is not supported yet; use eager or compile")
-
-
-def _layer_at(m: nn.Module, cin: int, cout: int) -> nn.Module:
-    """A fresh layer like ``m`` with ``cin`` inputs and ``cout`` outputs (same kernel, stride, groups ...)."""
-    p = next(m.parameters())
-    if isinstance(m, nn.Linear):
-        new: nn.Module = nn.Linear(cin, cout, bias=m.bias is not None)
-    else:
-        g = m.groups
-        if g > 1 and g == m.in_channels:  # depthwise (times a channel multiplier)
-            mult = m.out_channels // m.in_channels
-            g, cout = cin, cin * mult
-        dims = len(m.kernel_size)
-        kw = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=g, bias=m.bias is not None,
-                  padding_mode=m.padding_mode)
-        if isinstance(m, nn.modules.conv._ConvTransposeNd):
-            cls = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[dims - 1]
-            kw.pop("padding_mode")
-            new = cls(cin, cout, m.kernel_size, output_padding=m.output_padding, **kw)
-        else:
-            cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1]
-            new = cls(cin, cout, m.kernel_size, **kw)
-    return new.to(device=p.device, dtype=p.dtype)
-
-
-def _grid(n: int, groups: int = 1) -> list[int]:
-    """Channel counts at :data:`WIDTHS` of ``n`` (multiples of ``groups``), ascending, without repeats."""
-    vals = {max(groups, int(round(n * w / groups)) * groups) for w in WIDTHS}
-    return sorted(v for v in vals if v <= n)
-
-
-def _interp_weights(xs: Sequence[float], x: float) -> list[tuple[int, float]]:
-    """Linear interpolation weights of ``x`` on ascending ``xs`` (linear extrapolation outside)."""
-    if len(xs) == 1:
-        return [(0, 1.0)]
-    i = int(np.searchsorted(xs, x)) - 1
-    i = min(max(i, 0), len(xs) - 2)
-    t = (x - xs[i]) / (xs[i + 1] - xs[i])
-    return [(i, 1.0 - t), (i + 1, t)]
-
-
-@dataclass
-class _LayerTable:
-    """Timings of one conv/linear call at a grid of (input, output) channel counts."""
-
-    name: str
-    cin: int
-    cout: int
-    xs: list[int]  # input channel counts
-    ys: list[int]  # output channel counts
-    table: np.ndarray  # [len(xs), len(ys)] ms
-    tied: bool = False  # depthwise: one width (xs == ys, only the diagonal is timed; table is 1 x len(ys))
-
-    def at(self, cin: float, cout: float) -> float:
-        if self.tied:
-            return max(0.0, sum(w * self.table[0, j] for j, w in _interp_weights(self.ys, cout)))
-        v = 0.0
-        for i, wi in _interp_weights(self.xs, cin):
-            for j, wj in _interp_weights(self.ys, cout):
-                v += wi * wj * float(self.table[i, j])
-        return max(0.0, v)
-
-
-class LatencyTable:
-    """Per-layer latency lookup table of the conv/linear layers of ``graph`` and the latency prediction of
-    :mod:`latency_target` (see the module docstring, step 1)."""
-
-    def __init__(self, graph: DependencyGraph, layer_fn: LatencyFn, input_shape: tuple[int, ...]) -> None:
-        t0 = time.perf_counter()
-        self.graph = graph
-        prunable: set[tuple[str, str]] = {key for g in graph.groups for key in g.positions}
-        names = [name for (kind, name) in graph.sites if kind == "out"
-                 and isinstance(graph.modules.get(name), (nn.Linear, nn.modules.conv._ConvNd))]
-        shapes: dict[str, list[tuple[int, ...]]] = {n: [] for n in names}
-        outs: dict[str, int] = {n: 0 for n in names}
-
-        def hook(mod: nn.Module, args: Any, out: Any, n: str) -> None:
-            shapes[n].append(tuple(args[0].shape))
-            outs[n] += int(out.numel()) if isinstance(out, torch.Tensor) else 0
-
-        hooks = [graph.modules[n].register_forward_hook(lambda mod, a, o, n=n: hook(mod, a, o, n)) for n in names]
-        model = graph.model
-        p = next(model.parameters())
-        x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0)).to(p.device, p.dtype)
-        was = model.training
-        try:
-            model.eval()
-            with torch.inference_mode():
-                model(x)
-        finally:
-            model.train(was)
-            for h in hooks:
-                h.remove()
-        self.out_numel = outs
-        cache: dict[Any, float] = {}
-        self.tables: list[_LayerTable] = []
-        self.timed = 0
-        for name in names:
-            m = graph.modules[name]
-            cin, cout = (m.in_features, m.out_features) if isinstance(m, nn.Linear) else \
-                (m.in_channels, m.out_channels)
-            groups = 1 if isinstance(m, nn.Linear) else m.groups
-            tied = groups > 1 and groups == cin
-            free_in = ("in", name) in prunable and not tied
-            free_out = ("out", name) in prunable
-            xs = _grid(cin, groups) if free_in else [cin]
-            if tied:  # one width: the channels that go through
-                ys = _grid(cin) if free_out or ("in", name) in prunable else [cin]
-            else:
-                ys = _grid(cout, groups) if free_out else [cout]
-            for shape in shapes[name]:
-                tab = np.zeros((1 if tied else len(xs), len(ys)))
-                for i, a in enumerate([cin] if tied else xs):
-                    for j, b in enumerate(ys):
-                        c_in, c_out = (b, b) if tied else (a, b)
-                        lshape = (*shape[:-1], c_in) if isinstance(m, nn.Linear) else \
-                            (shape[0], c_in, *shape[2:])
-                        key = (_layer_key(m), c_in, c_out, lshape)
-                        if key not in cache:
-                            cache[key] = float(layer_fn(_layer_at(m, c_in, c_out), lshape))
-                            self.timed += 1
-                        tab[i, j] = cache[key]
-                tab = np.maximum.accumulate(np.maximum.accumulate(tab, axis=0), axis=1)  # monotone in widths
-                self.tables.append(_LayerTable(name, cin, cout, list(xs), list(ys), tab, tied))
-        self.dense_sum = sum(t.at(t.cin, t.cout) for t in self.tables)
-        self.fixed_ms = 0.0  # the part the table does not cover, constant ...
-        self.act_ms = 0.0  # ... and proportional to the conv/linear output activations (norms, activations, adds)
-        self.seconds = time.perf_counter() - t0
-
-    def calibrate(self, dense_ms: float) -> None:
-        """Prior: everything the table does not cover (measured dense latency − the table's dense sum) is constant."""
-        self.dense_ms = float(dense_ms)
-        self.fixed_ms, self.act_ms = self.dense_ms - self.dense_sum, 0.0
-
-    def parts(self, removed_pos: Mapping[tuple[str, str], int]) -> tuple[float, float]:
-        """``(Σ LUT at the pruned widths, kept fraction of the conv/linear output activations)``."""
-        sites = self.graph.sites
-        total, act, act_dense = 0.0, 0.0, 0.0
-        for t in self.tables:
-            fo = 1 - removed_pos.get(("out", t.name), 0) / sites[("out", t.name)].size
-            fi = 1.0
-            if ("in", t.name) in sites:
-                fi = 1 - removed_pos.get(("in", t.name), 0) / sites[("in", t.name)].size
-            if t.tied:
-                fi = fo = min(fi, fo)
-            total += t.at(t.cin * fi, t.cout * fo)
-        for name, n in self.out_numel.items():
-            fo = 1 - removed_pos.get(("out", name), 0) / sites[("out", name)].size
-            act += n * fo
-            act_dense += n
-        return float(total), (act / act_dense if act_dense else 1.0)
-
-    def predict(self, removed_pos: Mapping[tuple[str, str], int]) -> float:
-        lut, act = self.parts(removed_pos)
-        return float(lut + self.fixed_ms + self.act_ms * act)
-
-    def fit(self, points: Sequence[tuple[float, float, float]]) -> None:
-        """Refit the uncovered part ``fixed + act·(kept activation fraction)`` by least squares on the measured
-        ``(lut, act_fraction, ms)`` points and the dense model (``act ≥ 0``, so more channels never predict
-        faster)."""
-        xs = np.array([1.0] + [a for _, a, _ in points])
-        ys = np.array([self.dense_ms - self.dense_sum] + [m - lut for lut, _, m in points])
-        if len(xs) >= 2 and float(np.ptp(xs)) > 1e-9:
-            slope, icpt = np.polyfit(xs, ys, 1)
-            if slope >= 0:
-                self.fixed_ms, self.act_ms = float(icpt), float(slope)
-                return
-        self.fixed_ms, self.act_ms = float(ys.mean()), 0.0
-
-
-def _layer_key(m: nn.Module) -> tuple:
-    if isinstance(m, nn.Linear):
-        return ("linear", m.bias is not None)
-    return (type(m).__name__, m.kernel_size, m.stride, m.padding, m.dilation, m.groups, m.bias is not None,
-            getattr(m, "padding_mode", ""), getattr(m, "output_padding", None),
-            m.groups == m.in_channels and m.groups > 1, m.out_channels // m.groups if m.groups > 1 else 0)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # the search
 
 
@@ -398,8 +119,8 @@ def prune_to_latency(model: nn.Module, input_size: Sequence[int] | None = None, 
 
     ``target``: a fraction of the dense model's measured latency (``0.6``) or a time with a unit (``"12ms"``).
     Latency is the median of ``repeats`` timed forward passes of a ``(batch_size, *input_size)`` input on
-    ``runtime`` (``eager`` / ``compile``), ``device`` (default: the model's) with ``threads`` torch threads, or
-    ``latency_fn(module, input_shape) -> ms`` when given (used for the whole model and for single layers). The
+    ``runtime`` (``eager`` / ``compile`` / ``onnxruntime``), ``device`` (default: the model's) with ``threads``
+    threads, or ``latency_fn(module, input_shape) -> ms`` when given (used for the whole model and for single layers). The
     runtime's measurements take ``repeats × rounds`` passes. For a fraction target every candidate is timed
     interleaved with the dense model, pass by pass (:func:`measure_pair`), and judged by the median per-pass
     ratio, so a machine whose speed drifts (shared) does not move the target; ``measured_ms`` in the result is

@@ -382,10 +382,13 @@ def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[t
     that a ratio would empty keeps its strongest channel (one warning for all), or with ``strict_empty`` raises
     :class:`~prunekit.errors.EmptyLayerError` naming it.
 
-    Example::
-
-        res = prune_structured(model, input_size=(3, 224, 224), ratio=0.3)
-        res.model, res.plan, res.info["max_abs_diff"]
+    >>> import prunekit
+    >>> model = prunekit.create_model("resnet20")
+    >>> res = prunekit.prune_structured(model, ratio=0.5)       # every group keeps floor(n * 0.5) channels
+    >>> res.model.prunekit_cfg                                   # the blocks' first convs: 16/32/64 -> 8/16/32
+    [8, 8, 8, 16, 16, 16, 32, 32, 32]
+    >>> res.info["max_abs_diff"] < 1e-5    # equals the unpruned model that ignores the removed channels
+    True
     """
     t0 = time.perf_counter()
     example = _example(model, example_inputs, input_size)
@@ -476,13 +479,9 @@ def _example(model: nn.Module, example_inputs: Any, input_size: Sequence[int] | 
     if example_inputs is not None:
         return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     if input_size is None:
-        natural = getattr(model, "prunekit_input_size", None)
-        name = getattr(model, "prunekit_name", None)
-        if natural is None and name is not None:
-            from ...models import list_models, model_info
+        from ...models import natural_input_size
 
-            if name in list_models():
-                natural = model_info(name).input_size
+        natural = natural_input_size(model)
         if natural is None and default_side is not None:  # a zoo family class built directly (CIFAR input)
             natural = (getattr(model, "in_channels", 3), default_side, default_side)
         if natural is None:

@@ -45,14 +45,15 @@ def accuracy_rows(acc: Mapping[str, float | None]) -> list[dict[str, Any]]:
 
 
 def plot_channels(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str) -> None:
-    """Bar chart of kept vs total channels per layer (PNG, written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Bar chart of kept vs total channels per layer (PNG, written atomically; the global matplotlib backend is
+    left alone: the figure draws on its own Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     n = len(rows)
-    fig, ax = plt.subplots(figsize=(min(max(6.0, 0.12 * n + 2), 40.0), 4.0))
+    fig = Figure(figsize=(min(max(6.0, 0.12 * n + 2), 40.0), 4.0))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     xs = list(range(n))
     ax.bar(xs, [r["total"] for r in rows], color="#cccccc", width=0.9, label="total")
     ax.bar(xs, [r["kept"] for r in rows], color="#1f77b4", width=0.9, label="kept")
@@ -66,7 +67,6 @@ def plot_channels(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, ti
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 def write_channels_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> None:

@@ -6,7 +6,7 @@
   DenseNet-40). A layer that would lose every channel keeps its largest-|γ| channel (warning), or raises
   :class:`~prunekit.errors.EmptyLayerError` with ``strict_empty``. ``percent = 0`` keeps everything.
 * :func:`prune_slimming_mask` — the mask implementation: the full model with γ and β of pruned channels zeroed and
-  a mask set on those BN parameters, so :class:`~prunekit.pruning.masks.MaskHook` (used by every training command
+  a mask set on those BN parameters, so :class:`~prunekit.pruning.sparsifier.MaskHook` (used by every training command
   for checkpoint masks) keeps them at zero; a layer may go to zero channels.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import torch.nn as nn
 
 from ...engine.hooks import Hook
 from ...errors import PrunekitError, check_range
-from ..masks import Masks, MaskHook
+from ..masks import Masks
+from ..sparsifier import MaskHook
 from .graph import DependencyGraph, Group
 from .pruner import Keep, StructuredResult, candidates, channel_rows, finish, graph_for, guard_empty
 

@@ -74,8 +74,16 @@ def _outputs(y: Any) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def output_difference(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor]) -> tuple[float, float]:
-    """``(max |a(x) − b(x)|, that divided by max |a(x)|)`` over all outputs, both models in eval mode."""
+def output_gap(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """``(max |a(x) − b(x)|, max |a(x)|)`` over all outputs, both models in eval mode (their modes restored).
+
+    The one exactness helper: structured pruning compares against :func:`zeroed_reference` with it, export's BN
+    folding against the unfolded model. Outputs of other shapes are a :class:`PrunekitError`.
+
+    >>> a = nn.Linear(3, 2)
+    >>> output_gap(a, a, (torch.ones(1, 3),))[0]
+    0.0
+    """
     wa, wb = a.training, b.training
     a.eval()
     b.eval()
@@ -88,6 +96,12 @@ def output_difference(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor
         raise PrunekitError("the pruned model's outputs have other shapes than the original's")
     diff = max(float((x.float() - y.float()).abs().max()) for x, y in zip(ya, yb)) if ya else 0.0
     scale = max(float(x.float().abs().max()) for x in ya) if ya else 0.0
+    return diff, scale
+
+
+def output_difference(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor]) -> tuple[float, float]:
+    """``(max |a(x) − b(x)|, that divided by max |a(x)|)`` over all outputs (see :func:`output_gap`)."""
+    diff, scale = output_gap(a, b, example)
     return diff, diff / scale if scale > 0 else diff
 
 
