@@ -130,7 +130,7 @@ def table(results: list[dict[str, Any]], runtimes: list[str], sizes: list[int]) 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default=None, help=f"comma list of {', '.join(CASES)} (default: all but lenet5)")
+    ap.add_argument("--cases", default=None, help=f"comma list of {', '.join(CASES)} (default: all but lenet5)".replace("%", "%%"))
     ap.add_argument("--runtimes", default=",".join(RUNTIMES))
     ap.add_argument("--batch-sizes", default="1,32")
     ap.add_argument("--threads", type=int, default=1)

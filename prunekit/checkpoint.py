@@ -70,7 +70,9 @@ def resolve_model_file(path: str | os.PathLike) -> Path:
             raise CheckpointError(f"no {MODEL_FILE} in folder {p}")
         if problem is not None:
             raise CheckpointError(f"cannot open checkpoint {f}: {problem}")
-        return f
+        p = f
+    if not p.is_file():  # a pipe, socket or device would block or stream forever
+        raise CheckpointError(f"checkpoint {p} is not a regular file")
     return p
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn as nn
 
-from .errors import PrunekitError
+from .errors import PrunekitError, check_number
 from .metrics._common import check_input_elements, input_checks, model_device, model_dtype
 from .metrics.latency import _num_threads
 from .metrics.runtimes import ONNX_HINT, onnx_session, quiet, require_onnx, time_ms, write_onnx  # noqa: F401
@@ -349,20 +349,26 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
         raise PrunekitError(f"export format must be one of {', '.join(FORMATS)}; got {format!r}")
     ort, has_script = require_onnx() if format == "onnx" else (None, False)
     for b in latency_batch_sizes:
-        if int(b) != b or b < 1:
-            raise PrunekitError(f"latency batch sizes must be positive integers, got {b!r}")
-    if latency_threads is not None and (int(latency_threads) != latency_threads or latency_threads < 1):
-        raise PrunekitError(f"latency threads must be a positive integer, got {latency_threads!r}")
-    size = tuple(int(v) for v in (input_size if input_size is not None else default_input_size(model)))
-    if not size or min(size) < 1:
+        check_number("latency batch size", b, low=1, integer=True)
+    if latency_threads is not None:
+        check_number("latency_threads", latency_threads, low=1, integer=True)
+    check_number("warmup", warmup, low=0, integer=True)
+    check_number("repeats", repeats, low=1, integer=True)
+    check_number("tolerance", tolerance, low=0.0, high=float("inf"), low_open=True)
+    check_number("seed", seed, integer=True)
+    if opset is not None:
+        check_number("opset", opset, low=7, high=100, integer=True)
+    raw = input_size if input_size is not None else default_input_size(model)
+    size = tuple(check_number("input_size", v, low=1, integer=True) for v in raw)
+    if not size:
         raise PrunekitError(f"input_size must be positive integers, got {input_size!r}")
+    check_input_elements((max(EXAMPLE_BATCH, CHECK_BATCH), *size))
     out_path = resolve_path(path, format)
     notes: list[str] = []
     ref = copy.deepcopy(model).to("cpu").float().eval()
     gen = torch.Generator().manual_seed(seed)
     example = torch.randn((EXAMPLE_BATCH, *size), generator=gen)
     check = torch.randn((CHECK_BATCH if dynamic_batch else EXAMPLE_BATCH, *size), generator=gen)
-    check_input_elements(example.shape)
     with torch.no_grad(), input_checks(ref, example.shape):  # a wrong input_size is named; a bug keeps its traceback
         ref(example)
     target, folded, fold_diff, selections = ref, [], None, []

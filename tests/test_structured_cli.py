@@ -17,12 +17,14 @@ FAST = ["--dataset", "digits", "--limit", "32", "--latency-batch-sizes", "1,4", 
 
 
 def _run(argv: list[str]) -> int:
-    """Parse with ``prunekit prune``'s own parser and run the structured half."""
-    from prunekit.cli import prune
+    """Run ``prunekit prune`` through the CLI (a user error raises instead of exiting 2)."""
+    from prunekit.commands import run_command
+    from prunekit.commands.prune import PruneOptions
+    from prunekit.options import add_arguments, from_namespace
 
     p = argparse.ArgumentParser()
-    prune.add_parser(p)
-    return prune.run(p.parse_args(argv + FAST))
+    add_arguments(p, PruneOptions)
+    return run_command("prune", from_namespace(PruneOptions, p.parse_args(argv + FAST)))
 
 
 def test_l1_filter_named_plan_writes_every_output_and_a_loadable_smaller_model(tmp_path, capsys):

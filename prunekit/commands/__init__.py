@@ -22,7 +22,7 @@ MODULES: dict[str, str] = {
     "train": "prunekit.commands.train",
     "eval": "prunekit.commands.eval",
     "info": "prunekit.commands.info",
-    "prune": "prunekit.cli.prune",
+    "prune": "prunekit.commands.prune",
     "sweep": "prunekit.commands.sweep",
     "finetune": "prunekit.commands.finetune",
     "scratch": "prunekit.commands.scratch",

@@ -34,6 +34,9 @@ class ExportOptions(CommonOptions):
                            group="export options")
     opset: int | None = option(None, int, "ONNX opset (default: the exporter's)", low=7, high=100,
                                group="export options")
+    no_fold_selections: bool = option(False, bool, "keep channel selections as gathers (default: absorbed into "
+                                      "the conv that reads them, or moved before their BatchNorm; exact)",
+                                      group="export options")
     latency_batch_sizes: list[int] = option([1, 32], int, "batch sizes timed ('' = none)", many=True, low=1,
                                             high=65536, group="export options")
     latency_threads: int | None = option(None, int, "CPU threads for both PyTorch eager and the runtime while timing "
@@ -77,7 +80,7 @@ def execute(opts: ExportOptions) -> int:
     out = out_dir(opts)
     results = [export(model, out, fmt, size, fold_bn=opts.fold_bn, latency_batch_sizes=batches,
                       latency_threads=opts.latency_threads, repeats=opts.latency_repeats, opset=opts.opset,
-                      seed=opts.seed) for fmt in formats]
+                      seed=opts.seed, fold_select=not opts.no_fold_selections) for fmt in formats]
     headers = ["format", "file", "size MB", "max abs diff", "runtime"]
     for b in batches:
         headers += [f"b{b} eager ms", f"b{b} runtime ms"]

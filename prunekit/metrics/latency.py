@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..errors import PrunekitError
+from ..errors import PrunekitError, check_number
 from ._common import check_input_elements, check_shape, eval_mode, input_checks, model_device, model_dtype
 from .runtimes import check_runtime, runner, time_ms
 
@@ -95,10 +95,9 @@ def measure_latency(model: nn.Module, input_size: Sequence[int], *, batch_size: 
     """
     shape = check_shape("input_size", input_size, min_dims=1)
     for name, value, low in (("batch_size", batch_size, 1), ("warmup", warmup, 0), ("repeats", repeats, 1)):
-        if int(value) != value or value < low:
-            raise PrunekitError(f"{name} must be an integer >= {low}, got {value!r}")
-    if threads is not None and (int(threads) != threads or threads < 1):
-        raise PrunekitError(f"threads must be an integer >= 1, got {threads!r}")
+        check_number(name, value, low=low, integer=True)
+    if threads is not None:
+        check_number("threads", threads, low=1, integer=True)
     check_runtime(runtime)
     dims = (int(batch_size), *shape)
     check_input_elements(dims)

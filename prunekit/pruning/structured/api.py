@@ -7,7 +7,7 @@ without the flags and the files.
 consumers ignore the removed channels (``exactness``), merges the model's weight masks into slimming-mask's BN masks,
 counts params / MACs / FLOPs / measured latency before and after and of the dense architecture, and (given an
 ``evaluate`` callback) the top-1 accuracy before, of the zeroed reference and after. The result is a
-:class:`StructuredReport`; :mod:`prunekit.cli.prune_structured` only turns flags into arguments and the report into
+:class:`StructuredReport`; :mod:`prunekit.commands.prune_structured` only turns flags into arguments and the report into
 files.
 """
 from __future__ import annotations
@@ -90,7 +90,8 @@ def prune_and_report(model: nn.Module, method: str = "l1-filter", *, input_size:
                      seed: int = 0, strict_empty: bool = False, masks: Mapping[str, torch.Tensor] | None = None,
                      latency_runtime: str | None = None, latency_batch: int | None = None,
                      latency_threads: int | None = None, latency_batch_sizes: Sequence[int] = (1, 64),
-                     latency_repeats: int = 10, evaluate: Callable[[nn.Module], float] | None = None,
+                     latency_repeats: int = 10, device: str | torch.device = "cpu",
+                     evaluate: Callable[[nn.Module], float] | None = None,
                      source: str = "the model") -> StructuredReport:
     """Prune ``model`` (left unchanged) with a structured ``method``; measure and verify it.
 
@@ -120,13 +121,13 @@ def prune_and_report(model: nn.Module, method: str = "l1-filter", *, input_size:
         global_ranking=global_ranking, target_macs=target_macs, target_params=target_params,
         target_latency=target_latency, criterion=criterion, reduction=reduction, round_to=round_to,
         ignore=ignore, max_group_ratio=max_group_ratio, data=data, seed=seed, strict_empty=strict_empty,
-        latency_runtime=latency_runtime, latency_batch=latency_batch, latency_threads=threads)
+        latency_runtime=latency_runtime, latency_batch=latency_batch, latency_threads=threads, device=device)
     pruned = res.model.eval()
     merged = merge_masks(masks, new_masks) if new_masks is not None else None
     from .reports import model_cost
 
-    before = model_cost(model, size, batch_sizes, repeats=repeats, threads=threads)
-    after = model_cost(pruned, size, batch_sizes, repeats=repeats, threads=threads)
+    before = model_cost(model, size, batch_sizes, repeats=repeats, threads=threads, device=device)
+    after = model_cost(pruned, size, batch_sizes, repeats=repeats, threads=threads, device=device)
     if method == "slimming-mask":
         res.info["equivalent_removal"] = equivalent_removal(model, float(percent), res, size)
     dense = dense_cost(model, size)
@@ -149,8 +150,8 @@ def prune_and_report(model: nn.Module, method: str = "l1-filter", *, input_size:
 
 def _run_method(model: nn.Module, method: str, size: tuple[int, ...], *, plan, ratios, skip, rounds, percent,
                 ratio, global_ranking, target_macs, target_params, target_latency, criterion, reduction, round_to,
-                ignore, max_group_ratio, data, seed, strict_empty, latency_runtime, latency_batch, latency_threads
-                ) -> tuple[StructuredResult, dict[str, torch.Tensor] | None, list[dict[str, Any]] | None]:
+                ignore, max_group_ratio, data, seed, strict_empty, latency_runtime, latency_batch, latency_threads,
+                device) -> tuple[StructuredResult, dict[str, torch.Tensor] | None, list[dict[str, Any]] | None]:
     """Run the method; return ``(result, masks, round rows)``."""
     from . import l1_filter, pruner, slimming
 
@@ -160,7 +161,7 @@ def _run_method(model: nn.Module, method: str, size: tuple[int, ...], *, plan, r
         res = prune_to_latency(
             model, input_size=size, target=target_latency, criterion=criterion or "l1",
             batch_size=latency_batch or 1, runtime=latency_runtime or "eager", threads=latency_threads,
-            ignore=ignore, round_to=round_to, max_group_ratio=max_group_ratio, reduction=reduction, seed=seed)
+            device=device, ignore=ignore, round_to=round_to, max_group_ratio=max_group_ratio, reduction=reduction, seed=seed)
         return res, None, None
     if any(v is not None for v in (ratio, target_macs, target_params)):
         res = pruner.prune_structured(

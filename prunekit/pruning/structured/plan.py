@@ -133,7 +133,7 @@ def _local(name: str, idx: list[int], groups: int, per: int, what: str) -> list[
                               f"multiple of its {groups} groups")
     k = len(idx) // groups
     local = [i % per for i in idx[:k]]
-    if idx != [g * per + l for g in range(groups) for l in local]:
+    if idx != [g * per + j for g in range(groups) for j in local]:
         raise CheckpointError(f"channel plan: {what} of grouped conv {name!r} must keep the same positions in "
                               "every group")
     return local

@@ -1,6 +1,6 @@
 """``prunekit prune --method l1-filter | slimming | slimming-mask``: structured pruning with real removal.
 
-Called by :mod:`prunekit.cli.prune` (which owns the command and the common options): :class:`StructuredOptions`
+Called by :mod:`prunekit.commands.prune` (which owns the command and the common options): :class:`StructuredOptions`
 declares this module's options, :func:`check_args` which go together, :func:`run_structured` turns them into a call
 of :func:`prunekit.pruning.structured.api.prune_and_report` on any model (zoo name, ``--model module:callable``, or
 ``--checkpoint``) and its report into files. Two ways of choosing channels:
@@ -209,7 +209,7 @@ def run_structured(args: Any) -> int:
         seed=args.seed, strict_empty=args.strict_empty, masks=ckpt.masks, latency_runtime=args.latency_runtime,
         latency_batch=args.latency_batch, latency_threads=args.latency_threads,
         latency_batch_sizes=args.latency_batch_sizes, latency_repeats=args.latency_repeats,
-        evaluate=_evaluator(args, test_ds) if evaluate_acc else None, source=args.checkpoint or name)
+        device=_latency_device(args.device), evaluate=_evaluator(args, test_ds) if evaluate_acc else None, source=args.checkpoint or name)
     if fresh:
         rep.notes.insert(len(rep.warnings), f"planned on a freshly initialised {name} (no --checkpoint)")
     out = out_dir(args)
@@ -283,3 +283,10 @@ def _evaluator(args: Any, test_ds):
 def _label(model: torch.nn.Module) -> str:
     fac = getattr(model, "prunekit_factory", None)
     return getattr(model, "prunekit_name", None) or (fac or {}).get("target") or type(model).__name__
+
+
+def _latency_device(device: str) -> str:
+    """``--device`` for latency: ``auto`` is CUDA when available (as for training), else the CPU."""
+    from ..engine.distributed import resolve_device
+
+    return str(resolve_device(device))
