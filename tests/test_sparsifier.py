@@ -481,3 +481,58 @@ def test_sparsifier_hook_refuses_trainer_masks():
     sp = Sparsifier(model, method="gp", ratio=0.6)
     with pytest.raises(PrunekitError, match="owns the masks"):
         fit(model, train, test, TrainConfig(epochs=1, batch_size=32), masks=res.masks, hooks=[SparsifierHook(sp)])
+
+
+def test_fixed_mask_sparsifier_keeps_a_pruned_model_exact_in_a_user_loop_and_is_what_the_trainer_uses():
+    """``Sparsifier.from_masks``: fixed masks held under AdamW in a hand-written loop (step() changes nothing),
+    and prunekit's Trainer enforces its masks= through the same object (MaskHook wraps one)."""
+    from prunekit.engine.trainer import Trainer, TrainConfig
+    from prunekit.pruning.sparsifier import MaskHook
+
+    model = tiny(3)
+    masks = {n: p.detach().abs() > p.detach().abs().median() for n, p in model.named_parameters() if n in PRUNABLE}
+    sp = Sparsifier.from_masks(model, masks).attach(opt := make_opt("adamw", model))
+    expected = sum(int((~m).sum()) for m in masks.values())  # about half of each layer: counted here, independently
+    assert sp.method == "fixed" and sp.sparsity()["pruned"] == expected
+    train_steps(model, opt, sp, 5)
+    assert sp.step_count == 5 and all(torch.equal(sp.masks[n], masks[n]) for n in masks)
+    assert int((pruned_values(model, masks) != 0).sum()) == 0
+
+    class Data:
+        num_classes, in_channels, image_size, name = 10, 1, (8, 8), "t"
+
+    trainer = Trainer(tiny(4), Data(), None, TrainConfig(epochs=1), masks=masks)
+    hook = next(h for h in trainer.hooks if isinstance(h, MaskHook))
+    hook.on_fit_start(trainer)
+    assert isinstance(hook.sparsifier, Sparsifier) and hook.sparsifier.method == "fixed"
+    assert int((pruned_values(trainer.module, masks) != 0).sum()) == 0
+
+
+def test_train_gradual_ratio_prunes_exactly_to_the_final_sparsity_on_the_hand_computed_schedule(tmp_path):
+    """``prunekit train --gradual-ratio``: a Sparsifier in the trainer. 64 samples at batch 16 = 4 steps an epoch,
+    3 epochs = 12 steps; start 0.25 -> step 3, end 0.75 -> step 9, 3 updates -> every 2 steps (hand-derived);
+    the saved masks prune exactly round(0.5 * N) of the gp scope and every pruned weight is 0.0."""
+    import json
+
+    from prunekit import load_checkpoint
+    from prunekit.cli import main
+    from prunekit.commands.train import TrainOptions, gradual_schedule
+    from prunekit.pruning.unstructured import prune_unstructured
+
+    opts = TrainOptions(epochs=3, gradual_ratio=0.5, gradual_schedule="linear", gradual_start=0.25,
+                        gradual_end=0.75, gradual_updates=3).validate()
+    s = gradual_schedule(opts, 4).to_dict()
+    assert (s["kind"], s["start_step"], s["end_step"], s["frequency"], s["final"]) == ("Linear", 3, 9, 2, 0.5)
+    out = tmp_path / "g"
+    assert main(["train", "--model", "lenet5", "--dataset", "digits", "--limit", "64", "--batch-size", "16",
+                 "--epochs", "3", "--lr", "0.01", "--gradual-ratio", "0.5", "--gradual-schedule", "linear",
+                 "--gradual-start", "0.25", "--gradual-end", "0.75", "--gradual-updates", "3", "--out", str(out),
+                 "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["gradual"]["step"] == 12 and summary["gradual"]["revived"] == 0
+    ck = load_checkpoint(out)
+    n = sum(m.numel() for m in ck.masks.values())
+    scope_n = prune_unstructured(ck.model, "gp", 0.5, apply=False).report.total_weights
+    assert n == scope_n and sum(int((~m).sum()) for m in ck.masks.values()) == round(0.5 * n)
+    params = dict(ck.model.named_parameters())
+    assert all(int((params[k].detach()[~m] != 0).sum()) == 0 for k, m in ck.masks.items())

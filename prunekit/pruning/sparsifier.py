@@ -130,6 +130,17 @@ class Sparsifier:
             if not callable(schedule):
                 raise PrunekitError(f"schedule must be a Schedule or a callable step -> sparsity, got {schedule!r}")
         self.schedule = schedule
+        self._init_state(model)
+        if self.nm is not None:
+            res = nm_masks(model, *self.nm, scope=self.scope)
+            self.report, self.notes = res, list(res.notes)
+            self._target = 1.0 - self.nm[0] / self.nm[1]
+            self._set_masks(res.masks)
+        else:
+            self._update(self._schedule_at(0), initial=True)
+
+    def _init_state(self, model: nn.Module) -> None:
+        self.model = model
         self.notes: list[str] = []
         self.report: Any = None
         self._step = 0
@@ -141,13 +152,26 @@ class Sparsifier:
         self._optimizers: list[tuple[torch.optim.Optimizer, Any, bool]] = []
         self._squashed = False
         self._in_step = False
-        if self.nm is not None:
-            res = nm_masks(model, *self.nm, scope=self.scope)
-            self.report, self.notes = res, list(res.notes)
-            self._target = 1.0 - self.nm[0] / self.nm[1]
-            self._set_masks(res.masks)
-        else:
-            self._update(self._schedule_at(0), initial=True)
+
+    @classmethod
+    def from_masks(cls, model: nn.Module, masks: Mapping[str, torch.Tensor]) -> "Sparsifier":
+        """A Sparsifier holding fixed ``masks`` (no criterion, no schedule; :meth:`step` changes nothing): what
+        prunekit's :class:`~prunekit.engine.trainer.Trainer` uses (through :class:`MaskHook`) to keep a pruned
+        model's weights at exactly zero, and what a user's loop can attach to finetune a pruned model.
+
+        >>> import torch.nn as nn, prunekit
+        >>> model = nn.Linear(4, 2)
+        >>> sp = prunekit.Sparsifier.from_masks(model, {"weight": model.weight.abs() > 0.3})
+        >>> sp.method, sp.step(), sp.sparsity()["revived"]
+        ('fixed', False, 0)
+        """
+        self = cls.__new__(cls)
+        self.method, self.method_kwargs, self.nm, self.scope, self.schedule = "fixed", {}, None, None, None
+        self._init_state(model)
+        self._set_masks(masks)
+        pruned, total = mask_counts(self._masks)
+        self._target = pruned / total if total else 0.0
+        return self
 
     # ---------------------------------------------------------------------------------------------- properties
     @property
@@ -303,7 +327,7 @@ class Sparsifier:
         self._in_step = True
         try:
             self._step += 1
-            if self.nm is not None:
+            if self.nm is not None or self.schedule is None:  # N:M and fixed masks do not change
                 return False
             t = self._schedule_at(self._step)
             if t > self._target:
@@ -419,7 +443,8 @@ class SparsifierHook(Hook):
 
 
 class MaskHook(Hook):
-    """Keeps masked weights at exactly 0.0 during training.
+    """Keeps masked weights at exactly 0.0 during prunekit's training, through a fixed-mask :class:`Sparsifier`
+    (:meth:`Sparsifier.from_masks`: the same object a user's own loop attaches).
 
     Gradients are masked before the step (so momentum/Adam state of pruned weights stays 0) and the weights are
     multiplied by the mask after the step (so weight decay, AdamW's decoupled decay, or a resumed optimizer state
@@ -428,35 +453,24 @@ class MaskHook(Hook):
 
     def __init__(self, masks: Mapping[str, torch.Tensor]):
         self.masks = dict(masks)
-        self._cache: list[tuple[nn.Parameter, torch.Tensor]] | None = None
+        self.sparsifier: Sparsifier | None = None
 
     def set_masks(self, masks: Mapping[str, torch.Tensor]) -> None:
         """Replace the enforced masks (e.g. with those of a resumed run)."""
         self.masks = dict(masks)
-        self._cache = None
+        self.sparsifier = None
 
-    def _pairs(self, model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
-        """(parameter, pruned-entries bool tensor on its device) pairs, cached."""
-        if self._cache is None:
-            check_masks(model, self.masks)
-            params = dict(model.named_parameters())
-            self._cache = [(params[n], ~m.to(device=params[n].device, dtype=torch.bool))
-                           for n, m in self.masks.items()]
-        return self._cache
+    def _sparsifier(self, model: nn.Module) -> Sparsifier:
+        if self.sparsifier is None or self.sparsifier.model is not model:
+            self.sparsifier = Sparsifier.from_masks(model, self.masks)  # checks the masks, applies them
+        return self.sparsifier
 
-    @torch.no_grad()
     def on_fit_start(self, trainer) -> None:
-        self._cache = None
-        for p, pruned in self._pairs(trainer.module):
-            p.masked_fill_(pruned, 0.0)
+        self.sparsifier = None
+        self._sparsifier(trainer.module).apply()
 
-    @torch.no_grad()
     def after_backward(self, trainer) -> None:
-        for p, pruned in self._pairs(trainer.module):
-            if p.grad is not None:
-                p.grad.masked_fill_(pruned, 0.0)
+        self._sparsifier(trainer.module).mask_gradients()
 
-    @torch.no_grad()
     def after_step(self, trainer) -> None:
-        for p, pruned in self._pairs(trainer.module):
-            p.masked_fill_(pruned, 0.0)
+        self._sparsifier(trainer.module).apply()
