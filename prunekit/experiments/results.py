@@ -161,7 +161,7 @@ def write_results(recipe: Recipe, out: Path, seeds: Sequence[int]) -> dict[str, 
     for name in dict.fromkeys(r["stage"] for r in rows if r["command"] == "sweep"):
         plots += plot_sweep(_sweep_points(rows, name), out / f"sweep_{name}.png", f"{title}\n{name}: top-1 without "
                             "finetune")
-    log.info("wrote %s, %s, %s and %d plot(s)", out / "summary.md", out / "summary.csv", out / "results.csv",
+    log.debug("wrote %s, %s, %s and %d plot(s)", out / "summary.md", out / "summary.csv", out / "results.csv",
              len(plots))
     return {"rows": rows, "summary": agg, "table": table, "text": text, "plots": plots}
 
