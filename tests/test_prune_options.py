@@ -24,7 +24,7 @@ BAD = {
     "--batch-size": ["0", "2.5"],
     "--seed": ["-1", "1.5"],
     "--limit": ["0", "1.5"],
-    "--ratios": ["1.0", "-0.1"],
+    "--stage-ratios": ["1.0", "-0.1"],
     "--percent": ["1.0", "-0.1"],
     "--rounds": ["0", "1.5"],
     "--target-macs": ["0", "1.5"],
@@ -77,7 +77,7 @@ def test_every_numeric_flag_rejects_non_finite_and_out_of_range_values(method, f
     (["--method", "l1-filter", "--ratios", "0.5", "--criterion", "taylor"], "the L1-filter rules take"),
     (["--method", "slimming", "--percent", "0.3", "--criterion", "random"], "need --ratio"),
     (["--method", "gp", "--ratio", "0.5", "--strict-empty"], "only apply to structured methods"),
-    (["--method", "gp", "--ratio", "0.5", "--ratios", "0.5"], "--ratios only apply to structured"),
+    (["--method", "gp", "--ratio", "0.5", "--ratios", "0.5"], "--stage-ratios only apply to structured"),
     (["--method", "l1-filter", "--ratios", "0.5", "--criterion", "magic"], "--criterion must be one of"),
     (["--method", "l1-filter", "--ratios", "0.5", "--latency-runtime", "warp"], "--latency-runtime must be one"),
 ])
@@ -96,13 +96,16 @@ def test_recipe_mapping_errors_name_the_stage_and_field():
     from prunekit.cli.prune import PruneOptions
     from prunekit.options import from_mapping
 
-    with pytest.raises(PrunekitError, match=r"stage 'p'.*'ratios'.*finite"):
-        from_mapping(PruneOptions, {"method": "l1-filter", "ratios": [0.5, float("nan")], "out": "x"}, "stage 'p'")
+    with pytest.raises(PrunekitError, match=r"stage 'p'.*'stage_ratios'.*finite"):
+        from_mapping(PruneOptions, {"method": "l1-filter", "stage_ratios": [0.5, float("nan")], "out": "x"},
+                     "stage 'p'")
+    # the old key `ratios` (= the old flag --ratios) is an accepted alias of stage_ratios
+    assert from_mapping(PruneOptions, {"method": "l1-filter", "ratios": [0.5], "out": "x"}, "s").stage_ratios == [0.5]
     with pytest.raises(PrunekitError, match=r"^stage 'p': --percent is a slimming option"):
         from_mapping(PruneOptions, {"method": "l1-filter", "ratios": "0.5", "percent": 0.3, "out": "x"}, "stage 'p'")
     opts = from_mapping(PruneOptions, {"method": "l1-filter", "criterion": "random", "ratios": "0.3,0.5",
                                        "skip": "a,b", "global": False, "out": "x"}, "stage 'p'")
-    assert opts.ratios == [0.3, 0.5] and opts.skip == ["a", "b"] and opts.latency_batch_sizes == [1, 64]
+    assert opts.stage_ratios == [0.3, 0.5] and opts.skip == ["a", "b"] and opts.latency_batch_sizes == [1, 64]
 
 
 # -- the library: prune_and_report on a tiny model, against hand-derived numbers ----------------------------------

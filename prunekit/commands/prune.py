@@ -35,7 +35,7 @@ class PruneOptions(StructuredOptions, ScopeOptions, LatencyOptions, CommonOption
 
     Example::
 
-        opts = PruneOptions(method="l1-filter", criterion="random", ratios=[0.3, 0.3, 0.5], rounds=2,
+        opts = PruneOptions(method="l1-filter", criterion="random", stage_ratios=[0.3, 0.3, 0.5], rounds=2,
                             checkpoint="runs/base", out="runs/rnd").validate()
         execute(opts)
     """
@@ -89,7 +89,7 @@ def check_combination(opts: Any) -> None:
         raise UnknownNameError(f"unknown pruning method {opts.method!r}; valid: {valid}")
     if opts.ratio is None:
         raise PrunekitError(f"--method {opts.method} needs --ratio R (fraction of weights to prune, e.g. 0.8)")
-    foreign = [f"--{k.replace('_', '-')}" for k in ("percent", "plan", "ratios", "rounds", "skip", "target_macs",
+    foreign = [f"--{k.replace('_', '-')}" for k in ("percent", "plan", "stage_ratios", "rounds", "skip", "target_macs",
                                                     "target_params", "target_latency", "criterion")
                if _given(getattr(opts, k, None))]
     foreign += [f for f, v in (("--global", opts.global_ranking), ("--ignore", opts.ignore),

@@ -5,7 +5,7 @@ declares this module's options, :func:`check_args` which go together, :func:`run
 of :func:`prunekit.pruning.structured.api.prune_and_report` on any model (zoo name, ``--model module:callable``, or
 ``--checkpoint``) and its report into files. Two ways of choosing channels:
 
-* the papers' rules: ``--plan NAME`` / ``--ratios r1,r2,r3`` / ``--rounds K`` (Li et al. / kesi, on each conv that can
+* the papers' rules: ``--plan NAME`` / ``--stage-ratios r1,r2,r3`` / ``--rounds K`` (Li et al. / kesi, on each conv that can
   lose filters on its own; ``--criterion random``: the same widths, kept filters drawn at random with ``--seed``, the
   control of claim (e)) and ``--method slimming --percent P`` (one global |γ| threshold);
 * any model, any coupled group (residual streams, concat, depthwise, SE ...): ``--ratio R`` (each group, or with
@@ -47,13 +47,14 @@ class StructuredOptions(Options):
 
     plan: str | None = option(None, help="l1-filter named plan: vgg16-A, resnet56-A, resnet56-B, resnet110-A, "
                               "resnet110-B", group=_G)
-    ratios: list[float] = option(None, float, "l1-filter user plan: pruning ratio per stage 'r1,r2,r3' or r1 r2 r3 "
-                                 "(or one for all stages)", many=True, low=0.0, high=1.0, high_open=True, group=_G)
+    stage_ratios: list[float] = option(None, float, "l1-filter user plan: pruning ratio per stage 'r1,r2,r3' or "
+                                       "r1 r2 r3 (or one for all stages); --ratios is its old spelling", many=True,
+                                       low=0.0, high=1.0, high_open=True, aliases=("--ratios",), group=_G)
     skip: list[str] = option(None, help="l1-filter: layers/blocks kept whole, e.g. 'layer1.7,layer2.0' or "
                              "'conv1_1'", many=True, group=_G)
     percent: float | None = option(None, float, "slimming: fraction of all BN channels to prune by one global "
                                    "|gamma| threshold", low=0.0, high=1.0, high_open=True, group=_G)
-    rounds: int | None = option(None, int, "l1-filter: K iterative rounds (kesi schedule unless --ratios), no "
+    rounds: int | None = option(None, int, "l1-filter: K iterative rounds (kesi schedule unless --stage-ratios), no "
                                 "finetune in between", low=1, high=1000, group=_G)
     strict_empty: bool = option(False, bool, "fail (instead of keeping the strongest channel) when a layer would "
                                 "lose every channel", group=_G)
@@ -70,7 +71,7 @@ class StructuredOptions(Options):
     latency_runtime: str | None = option(None, help="--target-latency runtime: eager (default), compile "
                                          "(torch.compile; slow), onnxruntime",
                                          choices=("eager", "compile", "onnxruntime"), group=_G)
-    criterion: str | None = option(None, help="importance (default l1; the L1-filter rules --plan/--ratios/--rounds "
+    criterion: str | None = option(None, help="importance (default l1; the L1-filter rules --plan/--stage-ratios/--rounds "
                                    "take l1 or random: same widths, kept filters drawn with --seed)",
                                    choices=CRITERIA, group=_G)
     reduction: str = option("sum", help="how a coupled group combines its layers' scores", choices=REDUCTIONS,
@@ -106,7 +107,7 @@ def check_args(args: Any) -> None:
     m = args.method
     if m not in STRUCTURED_METHODS:
         raise PrunekitError(f"structured method must be one of {', '.join(STRUCTURED_METHODS)}, got {m!r}")
-    paper = [f for f, v in (("--plan", args.plan), ("--ratios", args.ratios), ("--skip", args.skip),
+    paper = [f for f, v in (("--plan", args.plan), ("--stage-ratios", args.stage_ratios), ("--skip", args.skip),
                             ("--rounds", args.rounds)) if _given(v)]
     budgets = [f for f, v in (("--ratio", args.ratio), ("--target-macs", args.target_macs),
                               ("--target-params", args.target_params),
@@ -135,11 +136,11 @@ def check_args(args: Any) -> None:
                                                     if m == "l1-filter" else ""))
     if m == "l1-filter":
         if args.percent is not None:
-            raise PrunekitError("--percent is a slimming option; l1-filter takes --ratio, --plan or --ratios")
+            raise PrunekitError("--percent is a slimming option; l1-filter takes --ratio, --plan or --stage-ratios")
         if args.plan and args.rounds:
-            raise PrunekitError("--plan is one-shot; iterative --rounds uses the kesi schedule or --ratios")
-        if not (args.plan or args.ratios or args.rounds):
-            raise PrunekitError("l1-filter needs --ratio R (any model), --plan NAME, --ratios r1,r2,r3 or --rounds K")
+            raise PrunekitError("--plan is one-shot; iterative --rounds uses the kesi schedule or --stage-ratios")
+        if not (args.plan or args.stage_ratios or args.rounds):
+            raise PrunekitError("l1-filter needs --ratio R (any model), --plan NAME, --stage-ratios r1,r2,r3 or --rounds K")
     else:
         if paper:
             raise PrunekitError(f"{', '.join(paper)} only apply to --method l1-filter")
@@ -200,7 +201,7 @@ def run_structured(args: Any) -> int:
               "channels are meaningless until the model is trained")
     size = resolve_input_size(args, test_ds, model)
     rep = prune_and_report(
-        model, args.method, input_size=size, plan=args.plan, ratios=list(args.ratios) or None,
+        model, args.method, input_size=size, plan=args.plan, ratios=list(args.stage_ratios) or None,
         skip=list(args.skip) or None, rounds=args.rounds,
         percent=args.percent, ratio=args.ratio, global_ranking=args.global_ranking, target_macs=args.target_macs,
         target_params=args.target_params, target_latency=args.target_latency, criterion=args.criterion,

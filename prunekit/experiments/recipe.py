@@ -18,7 +18,7 @@ command has that flag; each stage gets ``--seed`` from the seed being run::
     stages:
       - {name: baseline, command: train, args: {model: resnet20, epochs: 6, lr: 0.1}}
       - {name: rounds, command: rounds, from: baseline, rounds: 3,
-         prune: {method: l1-filter, ratios: "0.1,0.2,0.3"}, finetune: {epochs: 2, lr: 0.01}}
+         prune: {method: l1-filter, stage_ratios: "0.1,0.2,0.3"}, finetune: {epochs: 2, lr: 0.01}}
       - {name: ens, command: ensemble, args: {checkpoints: ["@rounds.r1", "@rounds.r2", "@rounds.r3"]}}
 
 Every option is converted and checked by the command's options class before anything runs; an invalid recipe
