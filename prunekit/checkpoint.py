@@ -394,7 +394,7 @@ def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
 
 def _torch_load_error(path: Any, exc: BaseException, what: str, remedy: str) -> CheckpointError:
     """A clear error for a failed ``torch.load(weights_only=True)``; never passes on torch's advice to retry with
-    ``weights_only=False`` (prunekit does not offer that: it would run code from the file)."""
+    weights-only loading switched off (prunekit does not offer that: it would run code from the file)."""
     if isinstance(exc, PermissionError):
         return CheckpointError(f"cannot read {what} {path}: permission denied")
     text = str(exc)
