@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from prunekit.deploy import fold_selections
+from prunekit.pruning.structured.pad import pad_widths
 from prunekit.errors import PrunekitError
 from prunekit.metrics import count_flops
 from prunekit.models import create_model, model_info
@@ -76,7 +77,7 @@ def _short(exc: BaseException) -> str:
 
 
 def run_case(label: str, runtimes: list[str], sizes: list[int], repeats: int, warmup: int,
-             threads: int) -> dict[str, Any]:
+             threads: int, pad_to: int | None = None) -> dict[str, Any]:
     """Prune one case and time it on every runtime and batch size; a JSON-able dict."""
     name, classes, prune = CASES[label]
     size = tuple(model_info(name).input_size)
@@ -91,8 +92,9 @@ def run_case(label: str, runtimes: list[str], sizes: list[int], repeats: int, wa
     macs_p = count_flops(pruned, (1, *size)).macs
     macs_ratio = macs_d / macs_p
     example = torch.randn((2, *size), generator=g)
+    for_ort = pruned if pad_to is None else pad_widths(pruned, pad_to, size)  # exact; as `export --pad-to`
     deployed = {"eager": fold_selections(pruned, example, absorb=False),
-                "onnxruntime": fold_selections(pruned, example, absorb="auto")}
+                "onnxruntime": fold_selections(for_ort, example, absorb="auto")}
     deployed["compile"] = deployed["eager"]
     out: dict[str, Any] = {"case": label, "model": name, "input_size": list(size), "macs_dense": macs_d,
                            "macs_pruned": macs_p, "macs_ratio": macs_ratio, "prune_s": round(prune_s, 3),
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: resnet56-A, batch 1 and 2, eager and "
                                                          "onnxruntime, 3 passes")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    ap.add_argument("--pad-to", type=int, default=None,
+                    help="onnxruntime: zero-pad the pruned widths to multiples of N first (export --pad-to)")
     args = ap.parse_args(argv)
     cases = args.cases.split(",") if args.cases else (["resnet56-A"] if args.quick else DEFAULT)
     runtimes = args.runtimes.split(",") if not args.quick or "--runtimes" in (argv or sys.argv) \
@@ -154,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown runtime {rt!r}; valid: {', '.join(RUNTIMES)}")
     torch.set_num_threads(args.threads)  # pruning too: on a shared machine extra threads only wait
     t0 = time.perf_counter()
-    results = [run_case(c, runtimes, sizes, repeats, warmup, args.threads) for c in cases]
+    results = [run_case(c, runtimes, sizes, repeats, warmup, args.threads, args.pad_to) for c in cases]
     head = (f"CPU {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
-            f"{repeats} interleaved passes per model; cell: speed-up over dense (speed-up / MACs ratio)")
+            f"{repeats} interleaved passes per model; cell: speed-up over dense (speed-up / MACs ratio)"
+            + (f"; onnxruntime widths padded to multiples of {args.pad_to}" if args.pad_to else ""))
     print(head)
     print(table(results, runtimes, sizes))
     print(f"({time.perf_counter() - t0:.0f} s)")

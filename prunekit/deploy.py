@@ -327,7 +327,8 @@ def resolve_path(path: str | Path, fmt: str) -> Path:
 def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size: Sequence[int] | None = None,
            fold_bn: bool = False, *, latency_batch_sizes: Sequence[int] = (), latency_threads: int | None = None,
            warmup: int = 5, repeats: int = 30, opset: int | None = None, tolerance: float = 1e-4,
-           seed: int = 0, dynamic_batch: bool = True, fold_select: bool = True) -> ExportResult:
+           seed: int = 0, dynamic_batch: bool = True, fold_select: bool = True,
+           pad_to: int | None = None) -> ExportResult:
     """Export ``model`` to ``path`` in ``format`` (``onnx``, ``torchscript``, ``exported-program``) and verify it.
 
     ``path``: a file with the format's suffix (``.onnx``, ``.pt``, ``.pt2``) or a folder (gets ``model<suffix>``);
@@ -339,6 +340,9 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
     ``dynamic_batch=False``: the file takes batches of exactly 2 (the runtime is timed at that batch size only).
     ``fold_select`` (default): export :func:`fold_selections`'s copy (no channel-selection gathers where they
     can be absorbed, the others moved in front of their BatchNorm); ``result.selections`` lists what it did.
+    ``pad_to``: zero-pad pruned widths to multiples of it first (exact;
+    :func:`prunekit.pruning.structured.pad.pad_widths`), for runtimes whose fast convs need channel blocks (ONNX
+    Runtime on CPU: 8); the notes say how many groups were padded.
 
     >>> import tempfile, prunekit
     >>> res = prunekit.export(prunekit.create_model("resnet20"), tempfile.mkdtemp(), format="torchscript")
@@ -372,8 +376,14 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
     with torch.no_grad(), input_checks(ref, example.shape):  # a wrong input_size is named; a bug keeps its traceback
         ref(example)
     target, folded, fold_diff, selections = ref, [], None, []
+    if pad_to is not None:
+        from .pruning.structured.pad import pad_widths
+
+        target = pad_widths(ref, check_number("pad_to", pad_to, low=1, high=4096, integer=True), size)
+        notes.append(f"padded {len(target.prunekit_padded)} channel groups to multiples of {pad_to}"
+                     + (f" ({len(target.prunekit_pad_skipped)} could not be)" if target.prunekit_pad_skipped else ""))
     if fold_select:
-        target = fold_selections(ref, example)
+        target = fold_selections(target, example)
         selections = target.prunekit_folded
         if selections:
             acts = [d["action"] for d in selections]

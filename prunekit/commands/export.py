@@ -34,6 +34,8 @@ class ExportOptions(CommonOptions):
                            group="export options")
     opset: int | None = option(None, int, "ONNX opset (default: the exporter's)", low=7, high=100,
                                group="export options")
+    pad_to: int | None = option(None, int, "zero-pad pruned widths to multiples of N first (exact): ONNX Runtime's "
+                                "fast CPU convs want 8", low=1, high=4096, group="export options")
     no_fold_selections: bool = option(False, bool, "keep channel selections as gathers (default: absorbed into "
                                       "the conv that reads them, or moved before their BatchNorm; exact)",
                                       group="export options")
@@ -80,7 +82,8 @@ def execute(opts: ExportOptions) -> int:
     out = out_dir(opts)
     results = [export(model, out, fmt, size, fold_bn=opts.fold_bn, latency_batch_sizes=batches,
                       latency_threads=opts.latency_threads, repeats=opts.latency_repeats, opset=opts.opset,
-                      seed=opts.seed, fold_select=not opts.no_fold_selections) for fmt in formats]
+                      seed=opts.seed, fold_select=not opts.no_fold_selections, pad_to=opts.pad_to)
+               for fmt in formats]
     headers = ["format", "file", "size MB", "max abs diff", "runtime"]
     for b in batches:
         headers += [f"b{b} eager ms", f"b{b} runtime ms"]
