@@ -59,30 +59,29 @@ def run_seed(seed, args, train_ds, test_ds):
     steps = args.finetune_epochs * len(loader)
     half_epoch = max(1, len(loader) // 2)
 
-    torch.manual_seed(seed)
-    model = prunekit.create_model("resnet20", num_classes=10, in_channels=1)
-    model.load_state_dict(state)
     end = max(half_epoch, round(args.ramp * steps) // half_epoch * half_epoch)
-    sp = Sparsifier(model, method="gp", schedule=AGP(0, end, half_epoch, 0.0, args.ratio))
-    train(model, BatchLoader(train_ds, batch_size=64, shuffle=True, seed=seed + 1), args.finetune_epochs,
-          lr=args.lr, sparsifier=sp)
-    rep = sp.sparsity()
-    assert rep["revived"] == 0
-    sp.squash()
-    row["agp"], row["agp_sparsity"] = evaluate(model, test_ds)["top1"], rep["sparsity"]
+    row["agp"], row["agp_sparsity"], _ = pruned_run(
+        state, seed, lambda m: Sparsifier(m, method="gp", schedule=AGP(0, end, half_epoch, 0.0, args.ratio)),
+        train_ds, test_ds, args)
+    row["oneshot"], row["oneshot_sparsity"], row["oneshot_before"] = pruned_run(
+        state, seed, lambda m: Sparsifier(m, method="gp", ratio=args.ratio), train_ds, test_ds, args)
+    return row
 
+
+def pruned_run(state, seed, make_sparsifier, train_ds, test_ds, args):
+    """From the dense ``state``: build the Sparsifier, train ``--finetune-epochs`` in the user's loop with it, bake
+    the masks in; returns (top-1 after, sparsity, top-1 right after the Sparsifier's first masks)."""
     torch.manual_seed(seed)
     model = prunekit.create_model("resnet20", num_classes=10, in_channels=1)
     model.load_state_dict(state)
-    sp = Sparsifier(model, method="gp", ratio=args.ratio)
-    row["oneshot_before"] = evaluate(model, test_ds)["top1"]
+    sp = make_sparsifier(model)
+    before = evaluate(model, test_ds)["top1"]
     train(model, BatchLoader(train_ds, batch_size=64, shuffle=True, seed=seed + 1), args.finetune_epochs,
           lr=args.lr, sparsifier=sp)
     rep = sp.sparsity()
     assert rep["revived"] == 0
     sp.squash()
-    row["oneshot"], row["oneshot_sparsity"] = evaluate(model, test_ds)["top1"], rep["sparsity"]
-    return row
+    return evaluate(model, test_ds)["top1"], rep["sparsity"], before
 
 
 def main(argv=None):

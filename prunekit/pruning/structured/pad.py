@@ -40,14 +40,15 @@ def _append(t: torch.Tensor, dim: int, extra: int, value: float = 0.0) -> torch.
     return torch.cat([t, torch.full(shape, value, dtype=t.dtype, device=t.device)], dim=dim)
 
 
-def _pad_out(m: nn.Module, extra: int) -> None:
-    m.weight = nn.Parameter(_append(m.weight.detach(), 0, extra), requires_grad=m.weight.requires_grad)
-    if m.bias is not None:
+def _pad_side(m: nn.Module, side: str, extra: int) -> None:
+    """Append ``extra`` zero output filters (and zero biases) or zero input columns to a plain conv/linear."""
+    dim = 0 if side == "out" else 1
+    m.weight = nn.Parameter(_append(m.weight.detach(), dim, extra), requires_grad=m.weight.requires_grad)
+    if side == "out" and m.bias is not None:
         m.bias = nn.Parameter(_append(m.bias.detach(), 0, extra), requires_grad=m.bias.requires_grad)
-    if isinstance(m, nn.Linear):
-        m.out_features += extra
-    else:
-        m.out_channels += extra
+    attr = {("out", True): "out_features", ("in", True): "in_features", ("out", False): "out_channels",
+            ("in", False): "in_channels"}[(side, isinstance(m, nn.Linear))]
+    setattr(m, attr, getattr(m, attr) + extra)
 
 
 def _pad_norm(m: nn.Module, extra: int) -> None:
@@ -58,14 +59,6 @@ def _pad_norm(m: nn.Module, extra: int) -> None:
         m.running_mean = _append(m.running_mean, 0, extra)
         m.running_var = _append(m.running_var, 0, extra, 1.0)
     m.num_features += extra
-
-
-def _pad_in(m: nn.Module, extra: int) -> None:
-    m.weight = nn.Parameter(_append(m.weight.detach(), 1, extra), requires_grad=m.weight.requires_grad)
-    if isinstance(m, nn.Linear):
-        m.in_features += extra
-    else:
-        m.in_channels += extra
 
 
 def _width(m: nn.Module, side: str) -> int:
@@ -122,11 +115,11 @@ def pad_widths(model: nn.Module, multiple: int, input_size: Sequence[int] | None
         extra = target - g.size
         with torch.no_grad():
             for name in g.producers:
-                _pad_out(mods[name], extra)
+                _pad_side(mods[name], "out", extra)
             for name in g.norms:
                 _pad_norm(mods[name], extra)
             for name in g.consumers:
-                _pad_in(mods[name], extra)
+                _pad_side(mods[name], "in", extra)
         padded.append({"group": g.name, "from": g.size, "to": target})
     log.info("padded %d channel groups to multiples of %d; %d left as they are", len(padded), multiple, len(skipped))
     out.prunekit_padded = padded
