@@ -324,6 +324,16 @@ def resolve_path(path: str | Path, fmt: str) -> Path:
     return p / f"model{suffix}"
 
 
+ONNX_PAD_TO = 8  # ONNX Runtime's CPU conv channel block (docs/BENCHMARKS.md, benchmarks/bench_pad.py)
+
+
+def default_pad_to(model: nn.Module, format: str) -> int:
+    """The multiple :func:`export` pads to when ``pad_to`` is not given: :data:`ONNX_PAD_TO` for ONNX of a model
+    with a prunekit channel plan, else 1 (no padding)."""
+    plan = getattr(model, "prunekit_plan", None)
+    return ONNX_PAD_TO if format == "onnx" and isinstance(plan, dict) and plan.get("groups") else 1
+
+
 def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size: Sequence[int] | None = None,
            fold_bn: bool = False, *, latency_batch_sizes: Sequence[int] = (), latency_threads: int | None = None,
            warmup: int = 5, repeats: int = 30, opset: int | None = None, tolerance: float = 1e-4,
@@ -341,8 +351,10 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
     ``fold_select`` (default): export :func:`fold_selections`'s copy (no channel-selection gathers where they
     can be absorbed, the others moved in front of their BatchNorm); ``result.selections`` lists what it did.
     ``pad_to``: zero-pad pruned widths to multiples of it first (exact;
-    :func:`prunekit.pruning.structured.pad.pad_widths`), for runtimes whose fast convs need channel blocks (ONNX
-    Runtime on CPU: 8); the notes say how many groups were padded.
+    :func:`prunekit.pruning.structured.pad.pad_widths`), for runtimes whose fast convs need channel blocks; the
+    notes say how many groups were padded. Default (None): :data:`ONNX_PAD_TO` (8) for ``onnx`` when the model
+    carries a prunekit channel plan (structurally pruned), else no padding (``pad_to=1`` never pads): ONNX
+    Runtime's CPU convs run 8-channel blocks, and benchmarks/bench_pad.py measured padding faster or equal there.
 
     >>> import tempfile, prunekit
     >>> res = prunekit.export(prunekit.create_model("resnet20"), tempfile.mkdtemp(), format="torchscript")
@@ -376,12 +388,16 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
     with torch.no_grad(), input_checks(ref, example.shape):  # a wrong input_size is named; a bug keeps its traceback
         ref(example)
     target, folded, fold_diff, selections = ref, [], None, []
-    if pad_to is not None:
+    pad = default_pad_to(model, format) if pad_to is None else check_number("pad_to", pad_to, low=1, high=4096,
+                                                                             integer=True)
+    if pad > 1:
         from .pruning.structured.pad import pad_widths
 
-        target = pad_widths(ref, check_number("pad_to", pad_to, low=1, high=4096, integer=True), size)
-        notes.append(f"padded {len(target.prunekit_padded)} channel groups to multiples of {pad_to}"
-                     + (f" ({len(target.prunekit_pad_skipped)} could not be)" if target.prunekit_pad_skipped else ""))
+        target = pad_widths(ref, pad, size)
+        if target.prunekit_padded or pad_to is not None:
+            notes.append(f"padded {len(target.prunekit_padded)} channel groups to multiples of {pad}"
+                         + (f" ({len(target.prunekit_pad_skipped)} could not be)" if target.prunekit_pad_skipped
+                            else "") + ("" if pad_to is not None else " (the ONNX default; --pad-to 1: none)"))
     if fold_select:
         target = fold_selections(target, example)
         selections = target.prunekit_folded

@@ -159,3 +159,27 @@ def test_bench_deploy_quick_runs_one_tiny_case(tmp_path, capsys):
     for key in (f"{rt}@1" for rt in runtimes.split(",")):
         r = case["results"][key]
         assert r["speedup"] > 0 and r["of_macs"] == pytest.approx(r["speedup"] / case["macs_ratio"])
+
+
+def test_bench_pad_compares_padded_with_unpadded_on_a_tiny_case(tmp_path, capsys):
+    """benchmarks/bench_pad.py on LeNet-5 (30% channels: widths 4 and 11 pad to 8 and 16): the padded graph has the
+    MACs hand-counted from those widths, and the JSON agrees with the table."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
+    sys.path.insert(0, str(bench_dir))  # bench_pad imports bench_deploy as the script would
+    try:
+        spec = importlib.util.spec_from_file_location("bench_pad", bench_dir / "bench_pad.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        out = tmp_path / "p.json"
+        assert bench.main(["--cases", "lenet5 30% channels", "--runtimes", "eager", "--batch-sizes", "1",
+                           "--repeats", "1", "--warmup", "0", "--json", str(out)]) == 0
+    finally:
+        sys.path.remove(str(bench_dir))
+    case = json.loads(out.read_text())["cases"][0]
+    assert case["groups_padded"] == 2 and case["results"]["eager@1"]["speedup"] > 0
+    assert f"{case['macs_padded'] / case['macs_unpadded']:.3f}" in capsys.readouterr().out

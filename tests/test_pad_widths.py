@@ -62,3 +62,27 @@ def test_pad_to_is_checked_and_export_pads_exactly(tmp_path):
         pad_widths(model, 0, input_size=(3, 8, 8))
     res = prunekit.export(model, tmp_path, format="torchscript", input_size=(3, 8, 8), pad_to=4)
     assert res.max_abs_diff == 0.0 and any("padded 2 channel groups to multiples of 4" in n for n in res.notes)
+
+
+def test_onnx_export_pads_structurally_pruned_models_to_8_by_default_and_nothing_else(tmp_path):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    torch.manual_seed(0)
+    small = prunekit.prune_structured(randomize_bn(Chain(), seed=1).eval(), input_size=(3, 8, 8), ratio=0.3).model
+    assert (small.c1.out_channels, small.c2.out_channels) == (3, 4)  # floor(5·0.7), floor(7·0.7)
+
+    def conv_widths(path):
+        inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(path).graph.initializer}
+        return sorted(inits[n.input[1]].shape[0] for n in onnx.load(path).graph.node if n.op_type == "Conv")
+
+    res = prunekit.export(small, tmp_path / "d.onnx", "onnx", (3, 8, 8), dynamic_batch=False)
+    assert conv_widths(res.path) == [8, 8] and any("the ONNX default" in n for n in res.notes)
+    assert res.max_abs_diff <= 1e-5 * max(1.0, res.max_abs_ref)
+    off = prunekit.export(small, tmp_path / "n.onnx", "onnx", (3, 8, 8), dynamic_batch=False, pad_to=1)
+    assert conv_widths(off.path) == [3, 4] and not any("padded" in n for n in off.notes)
+    script = prunekit.export(small, tmp_path / "s.pt", "torchscript", (3, 8, 8))
+    assert not any("padded" in n for n in script.notes)  # the torch formats keep the pruned widths
+    dense = prunekit.export(Chain().eval(), tmp_path / "dense.onnx", "onnx", (3, 8, 8), dynamic_batch=False)
+    assert conv_widths(dense.path) == [5, 7]  # an unpruned model is exported as it is

@@ -193,3 +193,63 @@ def test_a_training_step_runs_on_the_slimmed_model(name):
     opt.step()
     assert torch.isfinite(loss) and not torch.equal(before, pruned.fc.weight)
     assert all(p.grad is not None for n, p in pruned.named_parameters() if "conv" in n)
+
+
+def _nearest_multiple(n: int, size: int, r: int) -> int:
+    """Hand rule for ``round_to``: nearest multiple of r (halves to the even multiple), in [r, size]; a layer no
+    wider than r keeps n."""
+    if size <= r:
+        return n
+    q, rem = divmod(n, r)
+    if 2 * rem > r or (2 * rem == r and q % 2 == 1):
+        q += 1
+    return min(size, max(r, q * r))
+
+
+@pytest.mark.parametrize("r", [4, 8])
+def test_slimming_round_to_keeps_each_layers_largest_gammas_in_multiples_of_n(r):
+    m = _model("vgg11")
+    thr, _ = global_threshold(m, 0.4)
+    res = prune_slimming(m, 0.4, round_to=r)
+    bns = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, nn.BatchNorm2d)]
+    moved = 0
+    for bn_name, bn in bns:
+        g = bn.weight.detach().abs()
+        n0 = int((g > thr).sum())
+        n = _nearest_multiple(n0, g.numel(), r)
+        moved += abs(n - n0)
+        group = f"features.{int(bn_name.split('.')[1]) - 1}"  # conv -> BN: the group is named by its conv
+        expect = sorted(torch.argsort(g, descending=True, stable=True)[:n].tolist())
+        assert res.keep[group] == expect, group
+        assert len(res.keep[group]) % r == 0
+    assert moved > 0  # the rounding did change some layer (otherwise this test would not test it)
+    assert [w for w in res.model.prunekit_cfg if w != "M"] == [len(res.keep[f"features.{int(n.split('.')[1]) - 1}"])
+                                                                for n, _ in bns]
+    assert res.info["round_to"] == r
+    assert removal_error(m, res, (3, 16, 16)) <= TOL
+
+
+def test_slimming_round_to_on_preresnet164_gives_multiple_widths_and_stays_exact():
+    m = _model("preresnet164")
+    res = prune_slimming(m, 0.4, round_to=8)
+    plain = prune_slimming(m, 0.4)
+    assert any(len(k) % 8 for k in plain.keep.values())  # unrounded widths are not all multiples of 8
+    assert all(len(k) % 8 == 0 for k in res.keep.values())
+    assert res.model.layer2[3].conv1.in_channels == len(res.keep["layer2.3.bn1"])
+    assert removal_error(m, res, (3, 8, 8)) <= TOL
+
+
+def test_slimming_mask_round_to_masks_the_same_channels_as_removal():
+    m = _model("densenet40")
+    masked, masks, mres = prune_slimming_mask(m, 0.5, round_to=8)
+    res = prune_slimming(m, 0.5, round_to=8)
+    assert mres.keep == res.keep and mres.info["round_to"] == 8
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert (masked.eval()(x) - res.model.eval()(x)).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True])
+def test_slimming_round_to_must_be_a_positive_integer(bad):
+    with pytest.raises(PrunekitError, match="round_to"):
+        prune_slimming(_model("vgg11"), 0.4, round_to=bad)

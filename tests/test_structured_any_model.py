@@ -361,3 +361,11 @@ def test_a_subclass_that_overrides_forward_is_traced_not_given_its_base_class_ru
     res = prune_structured(model, input_size=(3, 16, 16), ratio=0.5)
     assert res.model[0].out_channels == 16 and res.model[1].normalized_shape == (16,)  # feeds a LayerNorm
     assert res.model[2].out_channels == 8 and res.info["rel_diff"] <= REL
+
+
+def test_a_wrong_input_size_is_named_instead_of_a_torch_traceback():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    with pytest.raises(PrunekitError, match=r"first layer 0 \(Conv2d\) 1 input channels; it takes 3"):
+        prune_structured(model, input_size=(1, 16, 16), ratio=0.5)
+    with pytest.raises(PrunekitError, match="input"):
+        prune_structured(model, input_size=(3, 2, 2), ratio=0.5)  # smaller than the first 3x3 kernel

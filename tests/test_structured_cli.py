@@ -117,3 +117,17 @@ def test_prunekit_prune_command_dispatches_to_the_structured_methods(tmp_path):
     assert ck.meta["cfg"] == [8] * 3 + [16] * 3 + [32, 32, 64]
     assert main(["prune", "--model", "lenet5", "--method", "slimming", "--percent", "0.3",
                  "--out", str(tmp_path / "bad")]) == 2  # lenet5 has no BatchNorm: one-line error
+
+
+def test_slimming_round_to_on_the_command_line_rounds_every_bn_width(tmp_path):
+    save_model(randomize_bn(create_model("vgg11", num_classes=10, in_channels=1), seed=3), tmp_path / "ck")
+    out, plain = tmp_path / "o", tmp_path / "p"
+    for o, extra in ((out, ["--round-to", "8"]), (plain, [])):
+        assert _run(["--checkpoint", str(tmp_path / "ck"), "--method", "slimming", "--percent", "0.4", *extra,
+                     "--out", str(o)]) == 0
+    cfg = load_checkpoint(out).model.prunekit_cfg
+    assert all(w % 8 == 0 for w in cfg if w != "M")
+    assert any(w % 8 for w in load_checkpoint(plain).model.prunekit_cfg if w != "M")
+    with pytest.raises(PrunekitError, match="only apply to structured methods"):
+        _run(["--model", "vgg11", "--method", "layerwise", "--ratio", "0.5", "--round-to", "8",
+              "--out", str(tmp_path / "w")])

@@ -34,8 +34,9 @@ class ExportOptions(CommonOptions):
                            group="export options")
     opset: int | None = option(None, int, "ONNX opset (default: the exporter's)", low=7, high=100,
                                group="export options")
-    pad_to: int | None = option(None, int, "zero-pad pruned widths to multiples of N first (exact): ONNX Runtime's "
-                                "fast CPU convs want 8", low=1, high=4096, group="export options")
+    pad_to: int | None = option(None, int, "zero-pad pruned widths to multiples of N first (exact; default: 8 for "
+                                "onnx of a structurally pruned model, ONNX Runtime's CPU conv block; 1: never)",
+                                low=1, high=4096, group="export options")
     no_fold_selections: bool = option(False, bool, "keep channel selections as gathers (default: absorbed into "
                                       "the conv that reads them, or moved before their BatchNorm; exact)",
                                       group="export options")

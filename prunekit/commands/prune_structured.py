@@ -7,7 +7,8 @@ of :func:`prunekit.pruning.structured.api.prune_and_report` on any model (zoo na
 
 * the papers' rules: ``--plan NAME`` / ``--stage-ratios r1,r2,r3`` / ``--rounds K`` (Li et al. / kesi, on each conv that can
   lose filters on its own; ``--criterion random``: the same widths, kept filters drawn at random with ``--seed``, the
-  control of claim (e)) and ``--method slimming --percent P`` (one global |γ| threshold);
+  control of claim (e)) and ``--method slimming --percent P`` (one global |γ| threshold; ``--round-to N``: every
+  layer's kept count rounded to a multiple of N);
 * any model, any coupled group (residual streams, concat, depthwise, SE ...): ``--ratio R`` (each group, or with
   ``--global`` one ranking), ``--target-macs F`` / ``--target-params F``, ``--criterion l1|l2|bn|taylor|random``,
   ``--round-to N``, ``--ignore REGEX``; ``--target-latency F|12ms``: prune until the *measured* latency on
@@ -76,7 +77,8 @@ class StructuredOptions(Options):
                                    choices=CRITERIA, group=_G)
     reduction: str = option("sum", help="how a coupled group combines its layers' scores", choices=REDUCTIONS,
                             group=_G)
-    round_to: int = option(1, int, "kept channels per group a multiple of N (e.g. 8)", low=1, high=65536, group=_G)
+    round_to: int = option(1, int, "kept channels per group (slimming: per BN layer) a multiple of N (e.g. 8)", low=1,
+                           high=65536, group=_G)
     ignore: list[str] = option(None, help="modules (path regex) kept whole and not traced into, e.g. '^head' "
                                "(repeatable)", many=True, split=False, metavar="REGEX", group=_G)
     max_group_ratio: float = option(0.9, float, "global ranking/targets: no group loses more than this fraction",
@@ -112,7 +114,9 @@ def check_args(args: Any) -> None:
     budgets = [f for f, v in (("--ratio", args.ratio), ("--target-macs", args.target_macs),
                               ("--target-params", args.target_params),
                               ("--target-latency", args.target_latency)) if v is not None]
-    generic_only = [f for f, v in (("--global", args.global_ranking), ("--round-to", args.round_to != 1),
+    slimming = m in ("slimming", "slimming-mask")
+    generic_only = [f for f, v in (("--global", args.global_ranking),
+                                   ("--round-to", args.round_to != 1 and not slimming),
                                    ("--ignore", bool(args.ignore))) if v]
     if args.criterion is not None and args.criterion not in CRITERIA:
         raise PrunekitError(f"--criterion must be one of {', '.join(CRITERIA)}, got {args.criterion!r}")

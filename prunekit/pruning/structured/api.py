@@ -129,7 +129,7 @@ def prune_and_report(model: nn.Module, method: str = "l1-filter", *, input_size:
     before = model_cost(model, size, batch_sizes, repeats=repeats, threads=threads, device=device)
     after = model_cost(pruned, size, batch_sizes, repeats=repeats, threads=threads, device=device)
     if method == "slimming-mask":
-        res.info["equivalent_removal"] = equivalent_removal(model, float(percent), res, size)
+        res.info["equivalent_removal"] = equivalent_removal(model, float(percent), res, size, round_to)
     dense = dense_cost(model, size)
     acc: dict[str, float] = {}
     if evaluate is not None:
@@ -180,8 +180,9 @@ def _run_method(model: nn.Module, method: str, size: tuple[int, ...], *, plan, r
     if percent is None:
         raise PrunekitError(f"--method {method} needs --percent P (e.g. 0.4)")
     if method == "slimming":
-        return slimming.prune_slimming(model, percent, strict_empty=strict_empty, input_size=size), None, None
-    _, masks, res = slimming.prune_slimming_mask(model, percent, input_size=size)
+        return slimming.prune_slimming(model, percent, strict_empty=strict_empty, input_size=size,
+                                       round_to=round_to), None, None
+    _, masks, res = slimming.prune_slimming_mask(model, percent, input_size=size, round_to=round_to)
     return res, masks, None
 
 
@@ -257,15 +258,15 @@ def _mask_plan(res: StructuredResult) -> dict[str, Any]:
     return plan
 
 
-def equivalent_removal(model: nn.Module, percent: float, res: StructuredResult, size: Sequence[int]
-                       ) -> dict[str, Any] | None:
+def equivalent_removal(model: nn.Module, percent: float, res: StructuredResult, size: Sequence[int],
+                       round_to: int = 1) -> dict[str, Any] | None:
     """Params/MACs of the physically pruned model a mask run is equivalent to (None if a layer is empty)."""
     from ...metrics import count_flops, count_params
     from .slimming import prune_slimming
 
     if res.info.get("empty_layers"):
         return None
-    small = prune_slimming(model, percent, input_size=size).model
+    small = prune_slimming(model, percent, input_size=size, round_to=round_to).model
     fl = count_flops(small, (1, *size), convention="macs")
     return {"params": count_params(small), "macs": fl.macs, "flops": fl.flops,
             "cfg": getattr(small, "prunekit_cfg", None)}

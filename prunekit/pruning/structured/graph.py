@@ -13,6 +13,7 @@ The graph knows nothing of importance or selection (see :mod:`.importance` and :
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -23,6 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ...errors import PrunekitError
+from ...metrics._common import input_checks
 from . import builtin_rules  # noqa: F401  (fills the rule tables)
 from . import rules as R
 from .trace import how_to_proceed, node_module, node_op, node_source, trace
@@ -429,9 +431,10 @@ def build_graph(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.
     graph.example = example
     was = model.training
     model.eval()
+    dims = tuple(example[0].shape) if len(example) == 1 and isinstance(example[0], torch.Tensor) else None
     try:
-        with torch.no_grad():
-            graph.propagate(example)
+        with torch.no_grad(), (input_checks(model, dims) if dims else contextlib.nullcontext()):
+            graph.propagate(example)  # a wrong input size is named (first layer's channels, too-small spatial size)
     finally:
         model.train(was)
     graph.build_groups()

@@ -282,7 +282,9 @@ def keep_count(size: int, ratio: float) -> int:
     return int(math.floor(size * (1.0 - ratio) + 1e-9))
 
 
-def _round_keep(n_keep: int, size: int, round_to: int) -> int:
+def round_keep(n_keep: int, size: int, round_to: int) -> int:
+    """``n_keep`` rounded to the nearest multiple of ``round_to`` (at least ``round_to``, at most ``size``); a group
+    no wider than ``round_to`` keeps ``n_keep``."""
     if round_to <= 1 or size <= round_to:
         return n_keep
     return min(size, max(round_to, int(round(n_keep / round_to)) * round_to))
@@ -301,7 +303,7 @@ def _uniform(groups: Sequence[Group], scores: Mapping[str, np.ndarray], ratio: f
     removed = {}
     notes = notes if notes is not None else []
     for g in groups:
-        n_keep = _round_keep(keep_count(g.size, ratio), g.size, round_to)
+        n_keep = round_keep(keep_count(g.size, ratio), g.size, round_to)
         if n_keep == 0:
             best = top_units(scores[g.name], 1)
             guard_empty(g, [], best[0], strict=strict, what=f"structured pruning at ratio {ratio}", notes=notes)
@@ -348,7 +350,7 @@ def _global_take(groups: Sequence[Group], order: Sequence[tuple[str, int]], k: i
         for name, rm in removed.items():
             if not rm:
                 continue
-            n_keep = _round_keep(size[name] - len(rm), size[name], round_to)
+            n_keep = round_keep(size[name] - len(rm), size[name], round_to)
             removed[name] = per_group[name][:max(0, size[name] - n_keep)]
     return {n: sorted(v) for n, v in removed.items()}
 

@@ -5,6 +5,9 @@
   ``thr = sorted(|γ|)[int(total·percent)]``, keep ``|γ| > thr``; then physical removal (VGG, PreResNet-164,
   DenseNet-40). A layer that would lose every channel keeps its largest-|γ| channel (warning), or raises
   :class:`~prunekit.errors.EmptyLayerError` with ``strict_empty``. ``percent = 0`` keeps everything.
+  ``round_to = N`` then rounds every layer's kept count to the nearest multiple of N (at least N; a layer no wider
+  than N is left as the threshold made it) by adding back its largest-|γ| pruned channels or dropping its
+  smallest-|γ| kept ones: widths runtimes' blocked conv kernels handle (``--round-to 8``, docs/BENCHMARKS.md).
 * :func:`prune_slimming_mask` — the mask implementation: the full model with γ and β of pruned channels zeroed and
   a mask set on those BN parameters, so :class:`~prunekit.pruning.sparsifier.MaskHook` (used by every training command
   for checkpoint masks) keeps them at zero; a layer may go to zero channels.
@@ -22,7 +25,7 @@ from ...errors import PrunekitError, check_range
 from ..masks import Masks
 from ..sparsifier import MaskHook
 from .graph import DependencyGraph, Group
-from .pruner import Keep, StructuredResult, candidates, channel_rows, finish, graph_for, guard_empty
+from .pruner import Keep, StructuredResult, candidates, channel_rows, finish, graph_for, guard_empty, round_keep
 
 _BN_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
@@ -104,14 +107,20 @@ def _gamma_of(graph: DependencyGraph, g: Group) -> tuple[torch.Tensor, list[int]
 
 @torch.no_grad()
 def slimming_keep(graph: DependencyGraph, groups: Sequence[Group], thr: float, *, strict_empty: bool = False,
-                  guard: bool = True, notes: list[str] | None = None, percent: float | None = None) -> Keep:
-    """Channels with ``|γ| > thr`` of every group (among those it has now), in :func:`candidates` terms."""
+                  guard: bool = True, notes: list[str] | None = None, percent: float | None = None,
+                  round_to: int = 1) -> Keep:
+    """Channels with ``|γ| > thr`` of every group (among those it has now), in :func:`candidates` terms; with
+    ``round_to > 1`` each group's count rounded to a multiple of it (largest |γ| first, ties: lower channel)."""
     notes = notes if notes is not None else []
     keep: Keep = {}
     for g in groups:
         gamma, pos = _gamma_of(graph, g)
         cand = candidates(graph, g)
         kept = [c for c, p in zip(cand, pos) if float(gamma[p]) > thr]
+        if round_to > 1 and cand:
+            n = round_keep(len(kept), len(cand), round_to)
+            ranked = sorted(zip(cand, pos), key=lambda cp: (-float(gamma[cp[1]]), cp[0]))
+            kept = sorted(c for c, _ in ranked[:n])
         if guard and cand:
             best = max(zip(cand, pos), key=lambda cp: (float(gamma[cp[1]]), -cp[0]))[0]
             kept = guard_empty(g, kept, best, strict=strict_empty, what=f"slimming at percent {percent}",
@@ -129,15 +138,27 @@ def _info(graph: DependencyGraph, groups: Sequence[Group], keep: Keep, thr: floa
             "realised_percent": round((before - after) / before, 6) if before else 0.0}
 
 
+def _check_round_to(round_to: int) -> int:
+    if isinstance(round_to, bool) or int(round_to) != round_to or not 1 <= round_to <= 65536:
+        raise PrunekitError(f"round_to must be an integer in [1, 65536], got {round_to!r}")
+    return int(round_to)
+
+
 def prune_slimming(model: nn.Module, percent: float, *, strict_empty: bool = False,
-                   input_size: Sequence[int] | None = None, verify: bool = True) -> StructuredResult:
-    """Network slimming with physical channel removal on any model with conv -> BatchNorm2d layers."""
+                   input_size: Sequence[int] | None = None, verify: bool = True,
+                   round_to: int = 1) -> StructuredResult:
+    """Network slimming with physical channel removal on any model with conv -> BatchNorm2d layers; ``round_to``:
+    every layer's kept count a multiple of it (see the module docstring)."""
     check_range("--percent", percent, 0.0, 1.0, high_open=True)
+    round_to = _check_round_to(round_to)
     graph, groups = slimming_groups(model, input_size)
     thr, total = global_threshold(model, percent)
     notes: list[str] = []
-    keep = slimming_keep(graph, groups, thr, strict_empty=strict_empty, notes=notes, percent=percent)
-    res = finish(graph, groups, keep, "slimming", notes, _info(graph, groups, keep, thr, total, percent))
+    keep = slimming_keep(graph, groups, thr, strict_empty=strict_empty, notes=notes, percent=percent,
+                         round_to=round_to)
+    info = _info(graph, groups, keep, thr, total, percent)
+    info["round_to"] = round_to
+    res = finish(graph, groups, keep, "slimming", notes, info)
     if verify:
         from .verify import check_exact
 
@@ -172,19 +193,22 @@ def _masked_copy(model: nn.Module, masks: Masks) -> nn.Module:
     return out
 
 
-def prune_slimming_mask(model: nn.Module, percent: float, *, input_size: Sequence[int] | None = None
-                        ) -> tuple[nn.Module, Masks, StructuredResult]:
+def prune_slimming_mask(model: nn.Module, percent: float, *, input_size: Sequence[int] | None = None,
+                        round_to: int = 1) -> tuple[nn.Module, Masks, StructuredResult]:
     """The mask implementation: ``(masked copy of model, BN γ/β masks, result)``; nothing is removed.
 
     ``result.model`` is the masked copy (same as the first item); ``result.plan`` is None-like (empty).
+    ``round_to`` as in :func:`prune_slimming`.
     """
     check_range("--percent", percent, 0.0, 1.0, high_open=True)
+    round_to = _check_round_to(round_to)
     graph, groups = slimming_groups(model, input_size)
     thr, total = global_threshold(model, percent)
-    keep = slimming_keep(graph, groups, thr, guard=False)
+    keep = slimming_keep(graph, groups, thr, guard=False, round_to=round_to)
     masks = bn_masks(graph, groups, keep)
     masked = _masked_copy(model, masks)
     info = _info(graph, groups, keep, thr, total, percent)
+    info["round_to"] = round_to
     info["empty_layers"] = [g.name for g in groups if not keep[g.name]]
     plan = getattr(model, "prunekit_plan", None)
     if plan is not None:
