@@ -396,8 +396,9 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
         target = pad_widths(ref, pad, size)
         if target.prunekit_padded or pad_to is not None:
             notes.append(f"padded {len(target.prunekit_padded)} channel groups to multiples of {pad}"
-                         + (f" ({len(target.prunekit_pad_skipped)} could not be)" if target.prunekit_pad_skipped
-                            else "") + ("" if pad_to is not None else " (the ONNX default; --pad-to 1: none)"))
+                         + ("" if pad_to is not None else ", the ONNX default (--pad-to 1: none)")
+                         + (f"; {len(target.prunekit_pad_skipped)} could not be" if target.prunekit_pad_skipped
+                            else ""))
     if fold_select:
         target = fold_selections(target, example)
         selections = target.prunekit_folded

@@ -121,7 +121,7 @@ def pad_widths(model: nn.Module, multiple: int, input_size: Sequence[int] | None
             for name in g.consumers:
                 _pad_side(mods[name], "in", extra)
         padded.append({"group": g.name, "from": g.size, "to": target})
-    log.info("padded %d channel groups to multiples of %d; %d left as they are", len(padded), multiple, len(skipped))
+    log.debug("padded %d channel groups to multiples of %d; %d left as they are", len(padded), multiple, len(skipped))
     out.prunekit_padded = padded
     out.prunekit_pad_skipped = skipped
     return out
