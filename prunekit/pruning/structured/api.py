@@ -143,7 +143,7 @@ def prune_and_report(model: nn.Module, method: str = "l1-filter", *, input_size:
                               dense=dense, plan=res.plan if res.plan else _mask_plan(res), masks=merged,
                               rounds=round_rows, accuracy=acc, latency_lines=lat_lines)
     report.notes = _notes(report)
-    log.info("%s: params %s -> %s, max |pruned - reference| %s", method, before["params"], after["params"],
+    log.debug("%s: params %s -> %s, max |pruned - reference| %s", method, before["params"], after["params"],
              report.exactness)
     return report
 
@@ -279,7 +279,8 @@ def latency_lines(lt: Mapping[str, Any] | None) -> list[str]:
     m = lt["measured_ms"]
     met = "met" if lt["target_met"] else ("missed, within 5%" if lt["within_5pct"] else "MISSED by more than 5%")
     return [f"target latency: {lt['target_ms']:.4g} ms = {lt['target_fraction']:.3f} of the dense {lt['dense_ms']:.4g} "
-            f"ms ({lt['runtime']}, batch {lt['batch_size']}, {lt['threads']} threads, {lt['device']})",
+            f"ms ({lt['runtime']}, batch {lt['batch_size']}, {lt['threads']} thread{'' if lt['threads'] == 1 else 's'}, "
+            f"{lt['device']})",
             f"measured latency: {m[0]:.4g} ms and {m[1]:.4g} ms (measured/target {lt['measured_over_target'][0]:.3f}, "
             f"{lt['measured_over_target'][1]:.3f}: {met}); predicted {lt['predicted_ms']:.4g} ms; "
             f"{len(lt['iterations'])} measured candidates",

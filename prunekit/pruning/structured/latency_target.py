@@ -46,7 +46,9 @@ of the dense model's measured latency, or milliseconds: ``"12ms"``). The algorit
 candidate; the layer table stays eager, the correction step absorbs the difference; slow: one compilation per
 candidate); ``onnxruntime`` (every layer of the table and every candidate exported to ONNX at the batch size and
 timed in an ONNX Runtime session: CPU, or the CUDA execution provider on a CUDA ``device``; needs
-``pip install prunekit[onnx]``). Timing, the table and its prediction are in :mod:`.latency_lut`.
+``pip install prunekit[onnx]``). Timing, the table and its prediction are in :mod:`.latency_lut`. Candidates are
+measured as pruned: ``prunekit.export`` later pads ONNX widths to multiples of 8 and folds channel selections
+(faster or equal in ONNX Runtime, docs/BENCHMARKS.md); with ``round_to=8`` the measured widths are the shipped ones.
 """
 from __future__ import annotations
 
