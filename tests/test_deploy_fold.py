@@ -183,3 +183,17 @@ def test_bench_pad_compares_padded_with_unpadded_on_a_tiny_case(tmp_path, capsys
     case = json.loads(out.read_text())["cases"][0]
     assert case["groups_padded"] == 2 and case["results"]["eager@1"]["speedup"] > 0
     assert f"{case['macs_padded'] / case['macs_unpadded']:.3f}" in capsys.readouterr().out
+
+
+def test_as_deployed_shapes_a_slimmed_model_for_onnxruntime_only():
+    """as_deployed: onnxruntime gets the export's padding (8) and folded selections, exactly; the torch runtimes
+    get the model itself."""
+    from prunekit.deploy import as_deployed
+
+    model = _slim("vgg11")
+    assert as_deployed(model, "eager") is model and as_deployed(model, "compile") is model
+    x = torch.randn(2, 3, 32, 32)
+    ort = as_deployed(model, "onnxruntime", x)
+    convs = [m.out_channels for m in ort.modules() if isinstance(m, nn.Conv2d)]
+    assert convs != [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w % 8 == 0 for w in convs) and _rel(ort, model, x) <= TOL

@@ -299,3 +299,41 @@ def test_measure_pair_on_onnxruntime():
     big = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1))
     a, b, ratio = LT.measure_pair(small, big, (2, 3, 16, 16), repeats=5, warmup=1, threads=1, runtime="onnxruntime")
     assert 0 < a and 0 < b and ratio > 1  # ~200x the MACs
+
+
+def test_onnxruntime_candidates_are_measured_as_the_export_ships_them(monkeypatch):
+    """On onnxruntime every whole-model candidate is measured padded to multiples of 8 (the ONNX export default)
+    and the dense model as it is; the result is the unpadded model (the checkpoint)."""
+    measured, shaped = [], []
+
+    def widths(m):
+        return sorted({c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d) and c.groups == 1})
+
+    def model_fn(m, shape):
+        measured.append(widths(m))
+        return fake_latency(m, shape)
+
+    def pair_fn(a, b, shape):
+        da, db = model_fn(a, shape), model_fn(b, shape)
+        return da, db, db / da
+
+    real = LT.as_deployed
+
+    def spy(m, *a, **k):
+        out = real(m, *a, **k)
+        shaped.append((widths(m), widths(out)))
+        return out
+
+    monkeypatch.setattr(LT, "_default_latency_fn", lambda *a, **k: (model_fn, fake_latency, pair_fn))
+    monkeypatch.setattr(LT, "as_deployed", spy)
+    torch.manual_seed(0)
+    model = TinyNet(20).eval()  # widths 20 and 40: pruned widths land off multiples of 8
+    res = prune_to_latency(model, input_size=SIZE, target=0.6, runtime="onnxruntime", repeats=1, rounds=1)
+    dense = widths(model)
+    assert shaped and all(v % 8 == 0 for _, after in shaped for v in after), shaped
+    assert any(v % 8 for before, _ in shaped for v in before)  # some candidate really was padded
+    assert [w for w in measured if w != dense] == [after for _, after in shaped]  # what was timed is the shaped one
+    assert widths(res.model) in [before for before, _ in shaped]  # the result is a candidate as pruned
+    shaped.clear()
+    prune_to_latency(model, input_size=SIZE, target=0.6, latency_fn=fake_latency, runtime="onnxruntime")
+    assert not shaped  # a latency_fn replaces the runtime: nothing to shape for

@@ -46,9 +46,11 @@ of the dense model's measured latency, or milliseconds: ``"12ms"``). The algorit
 candidate; the layer table stays eager, the correction step absorbs the difference; slow: one compilation per
 candidate); ``onnxruntime`` (every layer of the table and every candidate exported to ONNX at the batch size and
 timed in an ONNX Runtime session: CPU, or the CUDA execution provider on a CUDA ``device``; needs
-``pip install prunekit[onnx]``). Timing, the table and its prediction are in :mod:`.latency_lut`. Candidates are
-measured as pruned: ``prunekit.export`` later pads ONNX widths to multiples of 8 and folds channel selections
-(faster or equal in ONNX Runtime, docs/BENCHMARKS.md); with ``round_to=8`` the measured widths are the shipped ones.
+``pip install prunekit[onnx]``). Timing, the table and its prediction are in :mod:`.latency_lut`. On ONNX Runtime
+every whole-model candidate is measured as ``prunekit.export`` ships it (:func:`.fold.as_deployed`: pruned widths
+zero-padded to multiples of 8, channel selections folded), so the target holds for the exported file; the layer
+table times layers at their pruned widths and the correction step absorbs the difference (``round_to=8`` makes
+the two agree).
 """
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ import torch.nn as nn
 from ...errors import PrunekitError, UnknownNameError, check_range
 from .graph import build_graph, ignore_paths
 from .importance import CRITERIA, all_scores
+from .fold import as_deployed
 from .latency_lut import (RUNTIMES, WIDTHS, LatencyFn, LatencyTable, _default_latency_fn, _fn_pair,  # noqa: F401
                           measure_pair)
 from .pruner import (StructuredResult, _example, _global_order, _global_take, _model_label, _removed_positions,
@@ -176,10 +179,14 @@ def prune_to_latency(model: nn.Module, input_size: Sequence[int] | None = None, 
                             "fixed by the model's input/output, a mixing op, or --ignore)")
     by_name = {g.name: g for g in graph.groups}
 
+    deployed_shape = latency_fn is None and runtime == "onnxruntime"
+
     def measure(cand: nn.Module) -> tuple[float, float | None, float]:
         """``(candidate ms, dense ms alongside or None, candidate in the terms of the target)``: a fraction target
         times dense and candidate interleaved (the candidate is ``ratio × dense_ms``), a time target the candidate
         alone."""
+        if deployed_shape:
+            cand = as_deployed(cand, runtime, example[0])  # padded and folded as the export ships it
         if kind == "fraction":
             d, c, ratio = pair_fn(model, cand, shape)
             return c, d, ratio * dense_ms
