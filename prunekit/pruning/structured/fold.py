@@ -29,7 +29,7 @@ EXAMPLE_BATCH = 2  # the batch of the example input the rewrites are checked on 
 def _traced(src: nn.Module, what: str) -> tuple[Any, dict[str, nn.Module], dict[str, int], set[str]]:
     """``(fx graph module, modules by name, calls per module, modules read as attributes)`` of ``src``, traced as
     structured pruning traces it."""
-    from . import rules as R  # noqa: F401  (importing the package registers the zoo rules)
+    from . import rules as R  # the package (imported first) has registered the zoo rules
     from .trace import trace
 
     try:
