@@ -37,7 +37,7 @@ from .metrics.latency import _num_threads
 from .metrics.runtimes import ONNX_HINT, onnx_session, quiet, require_onnx, time_ms, write_onnx  # noqa: F401
 from .pruning.structured.fold import (ABSORB_MACS_PER_ELEMENT, EXAMPLE_BATCH, FOLD_TOL, ONNX_PAD_TO,  # noqa: F401
                                       _max_diff, as_deployed, default_input_size, default_pad_to, fold_batchnorm,
-                                      fold_selections)
+                                      fold_selections, shape_for_export)
 from .utils.io import atomic_path
 
 FORMATS = ("onnx", "torchscript", "exported-program")
@@ -174,24 +174,15 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
     check = torch.randn((CHECK_BATCH if dynamic_batch else EXAMPLE_BATCH, *size), generator=gen)
     with torch.no_grad(), input_checks(ref, example.shape):  # a wrong input_size is named; a bug keeps its traceback
         ref(example)
-    target, folded, fold_diff, selections = ref, [], None, []
-    pad = default_pad_to(model, format) if pad_to is None else check_number("pad_to", pad_to, low=1, high=4096,
-                                                                             integer=True)
-    if pad > 1:
-        from .pruning.structured.pad import pad_widths
-
-        target = pad_widths(ref, pad, size)
-        if target.prunekit_padded or pad_to is not None:
-            notes.append(f"padded {len(target.prunekit_padded)} channel groups to multiples of {pad}"
-                         + ("" if pad_to is not None else ", the ONNX default (--pad-to 1: none)")
-                         + (f"; {len(target.prunekit_pad_skipped)} could not be" if target.prunekit_pad_skipped
-                            else ""))
-    if fold_select:
-        target = fold_selections(target, example)
-        selections = target.prunekit_folded
-        if selections:
-            acts = [d["action"] for d in selections]
-            notes.append("channel selections: " + ", ".join(f"{acts.count(a)} {a}" for a in sorted(set(acts))))
+    target = shape_for_export(ref, format, example, pad_to=pad_to, fold_select=fold_select)
+    folded, fold_diff, selections = [], None, target.prunekit_folded
+    if target.prunekit_padded or (pad_to is not None and target.prunekit_pad > 1):
+        notes.append(f"padded {len(target.prunekit_padded)} channel groups to multiples of {target.prunekit_pad}"
+                     + ("" if pad_to is not None else ", the ONNX default (--pad-to 1: none)")
+                     + (f"; {len(target.prunekit_pad_skipped)} could not be" if target.prunekit_pad_skipped else ""))
+    if selections:
+        acts = [d["action"] for d in selections]
+        notes.append("channel selections: " + ", ".join(f"{acts.count(a)} {a}" for a in sorted(set(acts))))
     if fold_bn:
         target, folded = fold_batchnorm(target, example)
         fold_diff = _max_diff(ref, target, check)[0] if folded else 0.0

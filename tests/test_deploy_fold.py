@@ -162,8 +162,9 @@ def test_bench_deploy_quick_runs_one_tiny_case(tmp_path, capsys):
 
 
 def test_bench_pad_compares_padded_with_unpadded_on_a_tiny_case(tmp_path, capsys):
-    """benchmarks/bench_pad.py on LeNet-5 (30% channels: widths 4 and 11 pad to 8 and 16): the padded graph has the
-    MACs hand-counted from those widths, and the JSON agrees with the table."""
+    """benchmarks/bench_pad.py on LeNet-5 (20/50/500 at 30%: 14/35/350; conv1 14 -> 16 and fc1 350 -> 352 are
+    padded, conv2's 35 feeds a flatten and stays): both graphs have the MACs hand-counted from those widths, and the
+    table shows their ratio."""
     import importlib.util
     import json
     import sys
@@ -181,8 +182,13 @@ def test_bench_pad_compares_padded_with_unpadded_on_a_tiny_case(tmp_path, capsys
     finally:
         sys.path.remove(str(bench_dir))
     case = json.loads(out.read_text())["cases"][0]
+
+    def macs(c1, c2, h):  # conv1 5x5 on 28x28 -> 24x24, conv2 5x5 on 12x12 -> 8x8, fc1 (c2·4·4 -> h), fc2 (h -> 10)
+        return 24 * 24 * 25 * c1 + 8 * 8 * 25 * c1 * c2 + c2 * 16 * h + h * 10
+
+    assert (case["macs_unpadded"], case["macs_padded"]) == (macs(14, 35, 350), macs(16, 35, 352))
     assert case["groups_padded"] == 2 and case["results"]["eager@1"]["speedup"] > 0
-    assert f"{case['macs_padded'] / case['macs_unpadded']:.3f}" in capsys.readouterr().out
+    assert f"{macs(16, 35, 352) / macs(14, 35, 350):.3f}" in capsys.readouterr().out
 
 
 def test_as_deployed_shapes_a_slimmed_model_for_onnxruntime_only():

@@ -239,16 +239,34 @@ def default_pad_to(model: nn.Module, format: str) -> int:
     return ONNX_PAD_TO if format == "onnx" and isinstance(plan, dict) and plan.get("groups") else 1
 
 
-def as_deployed(model: nn.Module, runtime: str, example: torch.Tensor | None = None, *,
-                input_size: Sequence[int] | None = None) -> nn.Module:
-    """``model`` as ``prunekit.export`` ships it to ``runtime`` (exact, a copy): for ``onnxruntime`` its pruned
-    widths zero-padded to :func:`default_pad_to` and its channel selections folded (``absorb="auto"``), as the
-    ONNX export does; for the torch runtimes (``eager``, ``compile``: the model is run as it is) ``model`` itself."""
-    if runtime != "onnxruntime":
-        return model
+def shape_for_export(model: nn.Module, format: str, example: torch.Tensor | None = None, *,
+                     pad_to: int | None = None, fold_select: bool = True,
+                     input_size: Sequence[int] | None = None) -> nn.Module:
+    """What ``prunekit.export`` writes to ``format`` (exact): ``model`` zero-padded to multiples of ``pad_to``
+    (default :func:`default_pad_to`; 1: none), then its channel selections folded (``fold_select``,
+    ``absorb="auto"``). The result carries ``prunekit_pad`` (the multiple used), ``prunekit_padded`` /
+    ``prunekit_pad_skipped`` (empty without padding) and ``prunekit_folded``."""
+    from ...errors import check_number
     from .pad import pad_widths
 
-    pad = default_pad_to(model, "onnx")
+    pad = default_pad_to(model, format) if pad_to is None else check_number("pad_to", pad_to, low=1, high=4096,
+                                                                             integer=True)
     size = tuple(example.shape[1:]) if example is not None else input_size
-    shaped = pad_widths(model, pad, size) if pad > 1 else model
-    return fold_selections(shaped, example, absorb="auto", input_size=input_size)
+    out = pad_widths(model, pad, size) if pad > 1 else model
+    if fold_select:
+        out = fold_selections(out, example, input_size=input_size)
+    out.prunekit_pad = pad
+    out.prunekit_padded = getattr(out, "prunekit_padded", []) if pad > 1 else []
+    out.prunekit_pad_skipped = getattr(out, "prunekit_pad_skipped", []) if pad > 1 else []
+    out.prunekit_folded = getattr(out, "prunekit_folded", [])
+    return out
+
+
+def as_deployed(model: nn.Module, runtime: str, example: torch.Tensor | None = None, *,
+                input_size: Sequence[int] | None = None) -> nn.Module:
+    """``model`` as ``prunekit.export`` ships it to ``runtime``: for ``onnxruntime`` :func:`shape_for_export`'s
+    ONNX copy (pruned widths padded to 8, selections folded); for the torch runtimes (``eager``, ``compile``: the
+    model is run as it is) ``model`` itself."""
+    if runtime != "onnxruntime":
+        return model
+    return shape_for_export(model, "onnx", example, input_size=input_size)

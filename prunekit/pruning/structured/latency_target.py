@@ -71,7 +71,7 @@ from .fold import as_deployed
 from .latency_lut import (RUNTIMES, WIDTHS, LatencyFn, LatencyTable, _default_latency_fn, _fn_pair,  # noqa: F401
                           measure_pair)
 from .pruner import (StructuredResult, _example, _global_order, _global_take, _model_label, _removed_positions,
-                     _search, candidates, finish)
+                     _search, candidates, check_round_to, finish)
 
 
 _TARGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|us|µs)?\s*$")
@@ -156,8 +156,7 @@ def prune_to_latency(model: nn.Module, input_size: Sequence[int] | None = None, 
             raise PrunekitError(f"{name} must be an integer >= {low}, got {v!r}")
     if threads is not None and (int(threads) != threads or threads < 1):
         raise PrunekitError(f"threads must be an integer >= 1, got {threads!r}")
-    if int(round_to) != round_to or round_to < 1:
-        raise PrunekitError(f"round_to must be a positive integer, got {round_to}")
+    round_to = check_round_to(round_to)
     check_range("max_group_ratio", float(max_group_ratio), 0.0, 1.0, high_open=True)
     check_range("rel_tol", float(rel_tol), 0.0, 1.0, high_open=True)
     if latency_fn is not None:
@@ -222,7 +221,7 @@ def prune_to_latency(model: nn.Module, input_size: Sequence[int] | None = None, 
 
     @functools.lru_cache(maxsize=64)
     def take(k: int) -> dict[str, list[int]]:
-        return _global_take(groups, order, k, int(round_to), float(max_group_ratio))
+        return _global_take(groups, order, k, round_to, float(max_group_ratio))
 
     def predict(k: int) -> float:
         return lut.predict(_removed_positions(by_name, take(k)))
@@ -343,7 +342,7 @@ def prune_to_latency(model: nn.Module, input_size: Sequence[int] | None = None, 
         "lut_seconds": round(lut.seconds, 3),
         "uncovered_ms": {"fixed": round(lut.fixed_ms, 6), "per_activation": round(lut.act_ms, 6)},
     }
-    res.info.update({"criterion": criterion, "reduction": reduction, "global": True, "round_to": int(round_to),
+    res.info.update({"criterion": criterion, "reduction": reduction, "global": True, "round_to": round_to,
                      "groups_total": len(graph.groups), "groups_prunable": len(groups), "latency_target": info})
     res.info["prune_seconds"] = round(time.perf_counter() - t0, 4)
     if verify:

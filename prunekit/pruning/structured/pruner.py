@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ...errors import EmptyLayerError, PrunekitError, check_range
+from ...errors import EmptyLayerError, PrunekitError, check_number, check_range
 from .graph import DependencyGraph, Group, build_graph, ignore_paths
 from .importance import CRITERIA, accumulate_gradients, all_scores
 from .plan import Plan, apply_plan, compose_plans, new_plan
@@ -282,6 +282,11 @@ def keep_count(size: int, ratio: float) -> int:
     return int(math.floor(size * (1.0 - ratio) + 1e-9))
 
 
+def check_round_to(round_to: Any) -> int:
+    """``round_to`` as an int in [1, 65536] (the CLI's bounds), else one PrunekitError naming it."""
+    return int(check_number("round_to", round_to, low=1, high=65536, integer=True))
+
+
 def round_keep(n_keep: int, size: int, round_to: int) -> int:
     """``n_keep`` rounded to the nearest multiple of ``round_to`` (at least ``round_to``, at most ``size``); a group
     no wider than ``round_to`` keeps ``n_keep``."""
@@ -407,8 +412,7 @@ def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[t
         if v is not None:
             check_range(name, float(v), 0.0, 1.0, low_open=True)
     check_range("max_group_ratio", float(max_group_ratio), 0.0, 1.0, high_open=True)
-    if int(round_to) != round_to or round_to < 1:
-        raise PrunekitError(f"round_to must be a positive integer, got {round_to}")
+    round_to = check_round_to(round_to)
     graph = build_graph(model, example, ignore=ignore_paths(model, ignore) if ignore else ())
     groups = [g for g in graph.groups if g.size >= 2 and (g.simple or not simple_only)]
     if criterion == "bn":
@@ -427,16 +431,16 @@ def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[t
     by_name = {g.name: g for g in graph.groups}
     info: dict[str, Any] = {"criterion": criterion, "reduction": reduction, "global": bool(global_ranking or
                                                                                             ratio is None),
-                            "round_to": int(round_to), "groups_total": len(graph.groups),
+                            "round_to": round_to, "groups_total": len(graph.groups),
                             "groups_prunable": len(groups)}
     cost = CostModel(graph, example)
     notes: list[str] = []
     if ratio is not None and not global_ranking:
-        removed = _uniform(groups, scores, float(ratio), int(round_to), strict=strict_empty, notes=notes)
+        removed = _uniform(groups, scores, float(ratio), round_to, strict=strict_empty, notes=notes)
     else:
         order = _global_order(groups, scores, normalize)
         total_units = sum(g.size for g in groups)
-        take = lambda k: _global_take(groups, order, k, int(round_to), float(max_group_ratio))  # noqa: E731
+        take = lambda k: _global_take(groups, order, k, round_to, float(max_group_ratio))  # noqa: E731
         if ratio is not None:
             removed = take(int(round(float(ratio) * total_units)))
         else:

@@ -25,7 +25,8 @@ from ...errors import PrunekitError, check_range
 from ..masks import Masks
 from ..sparsifier import MaskHook
 from .graph import DependencyGraph, Group
-from .pruner import Keep, StructuredResult, candidates, channel_rows, finish, graph_for, guard_empty, round_keep
+from .pruner import (Keep, StructuredResult, candidates, channel_rows, check_round_to, finish, graph_for,
+                     guard_empty, round_keep)
 
 _BN_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
@@ -138,19 +139,13 @@ def _info(graph: DependencyGraph, groups: Sequence[Group], keep: Keep, thr: floa
             "realised_percent": round((before - after) / before, 6) if before else 0.0}
 
 
-def _check_round_to(round_to: int) -> int:
-    if isinstance(round_to, bool) or int(round_to) != round_to or not 1 <= round_to <= 65536:
-        raise PrunekitError(f"round_to must be an integer in [1, 65536], got {round_to!r}")
-    return int(round_to)
-
-
 def prune_slimming(model: nn.Module, percent: float, *, strict_empty: bool = False,
                    input_size: Sequence[int] | None = None, verify: bool = True,
                    round_to: int = 1) -> StructuredResult:
     """Network slimming with physical channel removal on any model with conv -> BatchNorm2d layers; ``round_to``:
     every layer's kept count a multiple of it (see the module docstring)."""
     check_range("--percent", percent, 0.0, 1.0, high_open=True)
-    round_to = _check_round_to(round_to)
+    round_to = check_round_to(round_to)
     graph, groups = slimming_groups(model, input_size)
     thr, total = global_threshold(model, percent)
     notes: list[str] = []
@@ -201,7 +196,7 @@ def prune_slimming_mask(model: nn.Module, percent: float, *, input_size: Sequenc
     ``round_to`` as in :func:`prune_slimming`.
     """
     check_range("--percent", percent, 0.0, 1.0, high_open=True)
-    round_to = _check_round_to(round_to)
+    round_to = check_round_to(round_to)
     graph, groups = slimming_groups(model, input_size)
     thr, total = global_threshold(model, percent)
     keep = slimming_keep(graph, groups, thr, guard=False, round_to=round_to)
