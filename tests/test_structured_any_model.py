@@ -20,7 +20,7 @@ from prunekit.factory import mark
 from prunekit.metrics import count_flops, count_params
 from prunekit.pruning.structured import (ELEMENTWISE, OPAQUE_RULE, apply_plan, build_graph, prune_structured,
                                          register_function_rule, register_module_rule)
-from prunekit.pruning.structured.rules import FUNCTION_RULES, MODULE_RULES, MODULE_SLICERS
+from prunekit.pruning.structured.rules import FUNCTION_RULES, MODULE_RULES, MODULE_SLICERS, single_op
 from prunekit.pruning.structured.verify import output_difference
 from user_models import UNSUPPORTED, USER_MODELS
 
@@ -268,8 +268,10 @@ def test_register_module_rule_makes_a_custom_layer_prunable():
 
     torch.manual_seed(0)
     model = Net().eval()
-    with pytest.raises(PrunekitError, match="control flow|cannot place"):
-        prune_structured(model, input_size=SIZE, ratio=0.5)
+    # without a rule the run is followed inside the layer: its parameter is sliced along the channels it scales
+    followed = prune_structured(model, input_size=SIZE, ratio=0.5)
+    assert followed.model.scale.scale.numel() == followed.model.conv1.out_channels == 8
+    assert "scale.scale@0" in followed.plan["params"] and followed.info["rel_diff"] <= REL
     register_module_rule(ChannelScale, rule, slicer=slicer)
     try:
         res = prune_structured(model, input_size=SIZE, ratio=0.5)
@@ -284,37 +286,43 @@ def test_register_module_rule_makes_a_custom_layer_prunable():
 
 
 def my_act(x: torch.Tensor) -> torch.Tensor:
-    """A user function that torch.fx keeps as one call (wrapped), unknown to prunekit's rules."""
+    """A user function unknown to prunekit's rules: the run follows the torch ops inside it."""
     return x * torch.sigmoid(x)
 
 
-torch.fx.wrap("my_act")
+@single_op
+def my_opaque_act(x: torch.Tensor) -> torch.Tensor:
+    """The same function made one op of the run, so that a registered rule decides its channels."""
+    return x * torch.sigmoid(x)
 
 
-def test_register_function_rule_for_a_wrapped_function():
+def test_python_functions_are_followed_and_single_ops_take_their_registered_rule():
     class Net(nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, act) -> None:
             super().__init__()
+            self.act = act
             self.conv1, self.conv2, self.fc = nn.Conv2d(3, 16, 3), nn.Conv2d(16, 8, 3), nn.Linear(8, 10)
 
         def forward(self, x):
-            return self.fc(self.conv2(my_act(self.conv1(x))).mean((2, 3)))
+            return self.fc(self.conv2(self.act(self.conv1(x))).mean((2, 3)))
 
-    model = Net().eval()
-    with pytest.raises(PrunekitError, match="my_act"):
+    res = prune_structured(Net(my_act).eval(), input_size=SIZE, ratio=0.5)
+    assert res.model.conv1.out_channels == 8 and res.info["rel_diff"] <= REL
+    model = Net(my_opaque_act).eval()
+    with pytest.raises(PrunekitError, match="my_opaque_act.*register_function_rule"):
         prune_structured(model, input_size=SIZE, ratio=0.5)
-    register_function_rule(my_act, ELEMENTWISE)
+    register_function_rule(my_opaque_act, OPAQUE_RULE)  # the conservative choice: its channels stay whole
+    try:
+        res = prune_structured(model, input_size=SIZE, ratio=0.5)
+        assert res.model.conv1.out_channels == 16 and res.model.conv2.out_channels == 4
+    finally:
+        FUNCTION_RULES.pop(my_opaque_act, None)
+    register_function_rule(my_opaque_act, ELEMENTWISE)
     try:
         res = prune_structured(model, input_size=SIZE, ratio=0.5)
         assert res.model.conv1.out_channels == 8 and res.info["rel_diff"] <= REL
     finally:
-        FUNCTION_RULES.pop(my_act, None)
-    register_function_rule(my_act, OPAQUE_RULE)  # the conservative choice: its channels stay whole
-    try:
-        res = prune_structured(model, input_size=SIZE, ratio=0.5)
-        assert res.model.conv1.out_channels == 16
-    finally:
-        FUNCTION_RULES.pop(my_act, None)
+        FUNCTION_RULES.pop(my_opaque_act, None)
 
 
 def test_a_prune_of_a_group_too_small_to_prune_is_a_clear_error():

@@ -9,7 +9,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -236,7 +235,7 @@ def cat(ctx: RuleContext) -> Ch:
     nodes = ctx.node.args[0] if ctx.node.args else ctx.node.kwargs["tensors"]
     out = ctx.out
     d = _norm_dim(ctx.arg(1, "dim", 0), out.dim())
-    chs = [ctx.graph.ch_of(a) if isinstance(a, fx.Node) else OPAQUE for a in nodes]
+    chs = [ctx.graph.ch_of(a) for a in nodes]
     chs = [c if isinstance(c, Ch) else OPAQUE for c in chs]
     cdims = {c.cdim for c in chs if c.cdim is not None and c.param is None}
     if not cdims:
@@ -274,7 +273,7 @@ def cat(ctx: RuleContext) -> Ch:
 def stack(ctx: RuleContext) -> Ch:
     """``torch.stack(tensors, dim)``: a new dim; inputs couple position by position."""
     nodes = ctx.node.args[0] if ctx.node.args else ctx.node.kwargs["tensors"]
-    chs = [ctx.graph.ch_of(a) if isinstance(a, fx.Node) else OPAQUE for a in nodes]
+    chs = [ctx.graph.ch_of(a) for a in nodes]
     chs = [c if isinstance(c, Ch) else OPAQUE for c in chs]
     d = _norm_dim(ctx.arg(1, "dim", 0), ctx.out.dim())
     cdims = {c.cdim for c in chs if c.cdim is not None}
@@ -347,7 +346,7 @@ def split(ctx: RuleContext) -> tuple:
 def getitem(ctx: RuleContext) -> Any:
     """``x[idx]`` on tensors (slices along the channel dim slice the labels) and on tuples (pick the element)."""
     container = ctx.node.args[0]
-    c = ctx.graph.ch_of(container) if isinstance(container, fx.Node) else None
+    c = ctx.graph.ch_of(container)
     idx = ctx.args[1]
     src = ctx.args[0]
     if not isinstance(src, torch.Tensor):

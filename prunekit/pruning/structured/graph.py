@@ -1,7 +1,7 @@
 """The channel-dependency graph of any model, discovered by running its traced graph once.
 
-:func:`build_graph` traces the model (:mod:`.trace`), runs the fx graph on an example input with an interpreter
-that applies the channel rules of :mod:`.rules` to every node, and collects
+:func:`build_graph` runs the model once on example inputs (:mod:`.capture`: every torch op of the run, leaf
+modules as single ops), applies the channel rules of :mod:`.rules` to every op, and collects
 
 * *sites*: module dimensions sliced by kept channels (``("out", "layer1.0.conv1")``, ``("in", "fc")``,
   ``("norm", "bn1")``, ``("param", "blocks.0.gamma@0")``, ``("select_out", "select")``, custom ones);
@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...metrics._common import input_checks
 from . import builtin_rules  # noqa: F401  (fills the rule tables)
 from . import rules as R
-from .trace import how_to_proceed, node_module, node_op, node_source, trace
+from .capture import (Call, Capture, Inputs, as_inputs, cannot_place, flat_tensors, rule_for, unrun_modules,
+                      user_source)
+from .trace import _user_frame_from_lines
 
 log = logging.getLogger(__name__)
 
@@ -162,114 +164,144 @@ class Group:
 
 
 class DependencyGraph:
-    """Sites and channel units of one model for one input size (see the module docstring)."""
+    """Sites and channel units of one model for one example input (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, gm: fx.GraphModule, ignore: set[str]) -> None:
+    def __init__(self, model: nn.Module, ignore: set[str], options: Mapping[str, Any] | None = None) -> None:
         self.model = model
-        self.gm = gm
         self.ignore = ignore
+        self.options = dict(options or {})
         self.uf = UnionFind()
         self.sites: dict[SiteKey, Site] = {}
-        self.chs: dict[fx.Node, Any] = {}
+        self.chs: dict[int, tuple[torch.Tensor, Any]] = {}
         self.modules = dict(model.named_modules())
         self.select_scores: dict[str, tuple[str, list[int]]] = {}
         self.groups: list[Group] = []
-        self.example: tuple[torch.Tensor, ...] = ()
+        self.example: Inputs = Inputs()
+        self.attention: list[dict[str, Any]] = []
+        self.kept_whole: list[str] = []
+        self.output_sites: list[SiteKey] = []
+        self.made_by: dict[int, str] = {}
+        self._path = ""
+        for name, p in list(model.named_parameters(remove_duplicate=False)) + \
+                list(model.named_buffers(remove_duplicate=False)):
+            if id(p) not in self.chs:
+                self.chs[id(p)] = (p, R.Ch(None, None, name, tuple(range(p.dim()))))
 
     # -- used by rules --------------------------------------------------------------------------------------------
     def ch_of(self, a: Any) -> Any:
-        if isinstance(a, fx.Node):
-            return self.chs.get(a, R.OPAQUE)
+        if isinstance(a, torch.Tensor):
+            hit = self.chs.get(id(a))
+            return hit[1] if hit is not None and hit[0] is a else R.OPAQUE
         if isinstance(a, (list, tuple)):
-            return type(a)(self.ch_of(x) for x in a)
+            return type(a)(self.ch_of(x) for x in a) if not hasattr(a, "_fields") else tuple(self.ch_of(x) for x in a)
         return None
 
-    def add_site(self, kind: str, name: str, labels: np.ndarray, node: fx.Node, **info: Any) -> None:
+    def set_ch(self, value: Any, c: Any) -> None:
+        """Record the channels ``c`` of ``value`` (a tensor, or nested tuples matching nested ``c``)."""
+        if isinstance(value, torch.Tensor):
+            self.chs[id(value)] = (value, c if isinstance(c, R.Ch) else R.OPAQUE)
+        elif isinstance(value, (list, tuple)):
+            parts = c if isinstance(c, (list, tuple)) and len(c) == len(value) else [None] * len(value)
+            for v, x in zip(value, parts):
+                self.set_ch(v, x if x is not None else _opaque_like(v))
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                self.set_ch(v, _opaque_like(v))
+
+    @property
+    def current_module(self) -> str:
+        """The module path of the op being placed (for rules' messages and records)."""
+        return self._path
+
+    def add_site(self, kind: str, name: str, labels: np.ndarray, node: Any, **info: Any) -> None:
         key = (kind, name)
         if key in self.sites:  # a module called twice (weights shared): both calls slice the same weights
-            self.uf.union_arrays(self.sites[key].labels, labels)
+            self.uf.union_arrays(self.sites[key].labels, np.asarray(labels).reshape(-1))
             return
-        self.sites[key] = Site(kind, name, np.asarray(labels, dtype=np.int64).copy(), dict(info),
+        self.sites[key] = Site(kind, name, np.asarray(labels, dtype=np.int64).reshape(-1).copy(), dict(info),
                                order=len(self.sites))
 
     # -- building -------------------------------------------------------------------------------------------------
-    def _rule(self, node: fx.Node) -> R.Rule | None:
-        if node.op == "call_module":
-            name = str(node.target)
-            if name in self.ignore:
+    def _rule(self, call: Call, module: nn.Module | None) -> R.Rule | None:
+        if call.op == "call_module":
+            if call.target in self.ignore:
                 return R.opaque_rule
-            return R.module_rule_for(self.modules[name])
-        if node.op == "call_function":
-            return R.function_rule_for(node.target)
-        if node.op == "call_method":
-            return R.METHOD_RULES.get(str(node.target))
-        return None
+            return R.module_rule_for(module)
+        return rule_for(call.op, call.target)
 
-    def _cannot_place(self, node: fx.Node, why: str) -> PrunekitError:
-        path = node_module(node)
-        op = node_op(node, self.modules)
-        return PrunekitError(f"structured pruning cannot place op {op} in module {path or '<root>'!r} at "
-                             f"{node_source(node)}: {why}; {how_to_proceed(path, node.op, op)}")
+    def is_leaf(self, m: nn.Module, path: str) -> bool:
+        return path in self.ignore or R.module_rule_for(m) is not None
 
-    def propagate(self, example: Sequence[torch.Tensor]) -> None:
-        graph = self
-
-        class _Interp(fx.Interpreter):
-            def run_node(self, n: fx.Node) -> Any:
-                out = super().run_node(n)
-                graph._after(n, out, self)
-                return out
-
-        try:
-            _Interp(self.gm).run(*example)
-        except PrunekitError as exc:  # fx appends "While executing %node ..." to the message: keep one line
-            raise PrunekitError(str(exc).split("\n\nWhile executing")[0].strip()) from exc
-
-    def _after(self, n: fx.Node, out: Any, interp: fx.Interpreter) -> None:
-        if n.op == "placeholder":
-            self.chs[n] = R.OPAQUE
-            return
-        if n.op == "get_attr":
-            if isinstance(out, torch.Tensor):
-                self.chs[n] = R.Ch(None, None, str(n.target), tuple(range(out.dim())))
-            else:
-                self.chs[n] = None
-            return
-        if n.op == "output":
-            self._fix_outputs(self.ch_of(n.args[0]))
-            return
-        args, kwargs = interp.fetch_args_kwargs_from_env(n)
-        module = self.modules.get(str(n.target)) if n.op == "call_module" else None
-        has_tensor_in = any(isinstance(c, R.Ch) and c.cdim is not None for c in _flat(self.ch_of(list(n.args))))
-        has_tensor_in = has_tensor_in or any(isinstance(c, R.Ch) and c.cdim is not None
-                                             for c in _flat(self.ch_of(list(n.kwargs.values()))))
-        rule = self._rule(n)
+    def apply(self, call: Call, out: Any, module: nn.Module | None, path: str) -> None:
+        """Place one op of the run: apply its rule and record its output's channels."""
+        self._path = path
+        args, kwargs = call.args, call.kwargs
+        rule = self._rule(call, module)
+        chs_in = [c for c in _flat(self.ch_of(list(args)) + [self.ch_of(v) for v in kwargs.values()])
+                  if isinstance(c, R.Ch)]
+        has_channels = any(c.cdim is not None for c in chs_in)
         if rule is None:
             if not _has_tensor(args) and not _has_tensor(kwargs):
-                self.chs[n] = R.OPAQUE if _has_tensor(out) else None  # constants, shapes: no channels
+                self.set_ch(out, _opaque_like(out))  # constants, shapes, factories: no channels
                 return
-            if not has_tensor_in and n.op != "call_module":
-                self.chs[n] = _opaque_like(out)  # only opaque/param inputs: nothing to couple
+            if not has_channels and call.op != "call_module":
+                self.set_ch(out, _opaque_like(out))  # only opaque/param inputs: nothing to couple
                 return
-            if not _has_tensor(out) and n.op == "call_method":
-                ctx = R.RuleContext(self, n, tuple(args), dict(kwargs), out, module)
-                ctx.fix_inputs()
-                self.chs[n] = None
+            if not _has_tensor(out) and call.op == "call_method":
+                R.RuleContext(self, call, args, kwargs, out, module).fix_inputs()
                 return
-            what = "no channel rule is known for it"
-            raise self._cannot_place(n, what)
-        ctx = R.RuleContext(self, n, tuple(args), dict(kwargs), out, module)
+            raise cannot_place(call, path, module, "no channel rule is known for it", user_source())
+        ctx = R.RuleContext(self, call, args, kwargs, out, module)
         try:
-            self.chs[n] = rule(ctx)
+            result = rule(ctx)
         except PrunekitError:
             raise
         except (TypeError, ValueError, IndexError, KeyError, AttributeError) as exc:
-            raise self._cannot_place(n, f"its channel rule failed ({type(exc).__name__}: {exc})") from exc
+            raise cannot_place(call, path, module, f"its channel rule failed ({type(exc).__name__}: {exc})",
+                               user_source()) from exc
+        self.set_ch(out, result)
+        if call.op == "call_module" and isinstance(out, torch.Tensor):
+            self.made_by[id(out)] = call.target
 
-    def _fix_outputs(self, c: Any) -> None:
-        for x in _flat(c):
-            if isinstance(x, R.Ch) and x.labels is not None:
-                self.uf.union_arrays(x.labels, np.zeros_like(x.labels))
+    def producer_of(self, t: Any) -> str | None:
+        """The leaf module whose call returned tensor ``t`` (None if an op or nothing made it)."""
+        if not isinstance(t, torch.Tensor) or self.chs.get(id(t), (None,))[0] is not t:
+            return None
+        return self.made_by.get(id(t))
+
+    def propagate(self, example: Inputs) -> Any:
+        """Run the model on ``example``, placing every op; fix the channels of everything it returns."""
+        cap = Capture(self.model, self.is_leaf, self.apply)
+        try:
+            out = cap.run(example)
+        except PrunekitError:
+            raise
+        except Exception as exc:  # the model itself failed on the example: a user error, named where it happened
+            frames = [(f.filename, f.lineno or 0, f.name) for f in traceback.extract_tb(exc.__traceback__)]
+            where = _user_frame_from_lines(frames) or "unknown source"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PrunekitError(f"running {type(self.model).__name__} on the example inputs failed: {first} (in "
+                                f"module {cap.path or '<root>'!r}, at {where}); check the example inputs "
+                                "(shape, dtype, keyword names)") from exc
+        unrun = unrun_modules(self.model, cap, self.ignore)
+        if unrun:
+            why = f"data-dependent control flow at {cap.decision} took another path" if cap.decision else \
+                "a branch the example did not take, or a training-only head"
+            names = ", ".join(f"{n!r} ({type(self.modules[n]).__name__})" for n in unrun[:4])
+            more = f" and {len(unrun) - 4} more" if len(unrun) > 4 else ""
+            raise PrunekitError(f"structured pruning cannot place module {names}{more}: it has parameters but did not "
+                                f"run on the example inputs ({why}); give example inputs that run every module, or "
+                                f"pass ignore=[{'^' + unrun[0] + '$'!r}] to leave it out (the pruned model is then "
+                                "exact only on inputs that take the same path)")
+        self._fix_outputs(out)
+        return out
+
+    def _fix_outputs(self, out: Any) -> None:
+        for t in flat_tensors(out):
+            c = self.ch_of(t)
+            if isinstance(c, R.Ch) and c.labels is not None:
+                labels = np.asarray(c.labels).reshape(-1)
+                self.uf.union_arrays(labels, np.zeros_like(labels))
 
     # -- groups ---------------------------------------------------------------------------------------------------
     def build_groups(self) -> list[Group]:
@@ -413,30 +445,34 @@ def _assign_aliases(groups: list[Group]) -> None:
         g.aliases = tuple(dict.fromkeys(al))
 
 
-def build_graph(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor], *,
-                ignore: Iterable[str] = ()) -> DependencyGraph:
-    """Trace ``model`` and discover its channel groups for ``example_inputs`` (a tensor or a tuple of them).
+def build_graph(model: nn.Module, example_inputs: Any, *, ignore: Iterable[str] = (),
+                options: Mapping[str, Any] | None = None) -> DependencyGraph:
+    """Run ``model`` once on ``example_inputs`` and discover its channel groups.
 
-    ``ignore``: module paths kept whole (not traced into, never sliced; every channel entering or leaving them is
-    FIXED). The model is run once in eval mode without gradients; its training mode is restored.
+    ``example_inputs``: a tensor, a tuple of positional inputs, a dict of keyword inputs (``input_ids=...``) or
+    :class:`~.capture.Inputs`. ``ignore``: module paths kept whole (single ops, never sliced; every channel entering
+    or leaving them is FIXED). ``options``: graph-level choices the rules read (``head_dims``: heads lose the same
+    dims instead of whole heads). The model runs in eval mode without gradients; its training mode is restored.
     """
     ignore = set(ignore)
     modules = dict(model.named_modules())
     for p in ignore:
         if p not in modules:
             raise PrunekitError(f"ignore: the model has no module {p!r}")
-    gm = trace(model, leaf_paths=ignore, has_rule=lambda m: R.module_rule_for(m) is not None)
-    example = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-    graph = DependencyGraph(model, gm, ignore)
+    example = as_inputs(example_inputs)
+    graph = DependencyGraph(model, ignore, options)
     graph.example = example
     was = model.training
     model.eval()
-    dims = tuple(example[0].shape) if len(example) == 1 and isinstance(example[0], torch.Tensor) else None
+    dims = tuple(example[0].shape) if len(example) == 1 and not example.kwargs and \
+        isinstance(example[0], torch.Tensor) and example[0].is_floating_point() else None
     try:
         with torch.no_grad(), (input_checks(model, dims) if dims else contextlib.nullcontext()):
             graph.propagate(example)  # a wrong input size is named (first layer's channels, too-small spatial size)
     finally:
         model.train(was)
+    graph.chs.clear()  # the run's tensors are not needed any more
+    graph.made_by.clear()
     graph.build_groups()
     log.debug("dependency graph: %d sites, %d groups", len(graph.sites), len(graph.groups))
     return graph

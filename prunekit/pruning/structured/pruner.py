@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import EmptyLayerError, PrunekitError, check_number, check_range
+from .capture import as_inputs
 from .graph import DependencyGraph, Group, build_graph, ignore_paths
 from .importance import CRITERIA, accumulate_gradients, all_scores
 from .plan import Plan, apply_plan, compose_plans, new_plan
@@ -483,7 +484,7 @@ def _model_label(model: nn.Module) -> str:
 def _example(model: nn.Module, example_inputs: Any, input_size: Sequence[int] | None,
              default_side: int | None = None) -> tuple[torch.Tensor, ...]:
     if example_inputs is not None:
-        return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+        return as_inputs(example_inputs)
     if input_size is None:
         from ...models import natural_input_size
 

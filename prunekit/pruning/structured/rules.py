@@ -15,12 +15,12 @@ unions labels (``ctx.union``). The built-in rules for torch.nn layers, torch fun
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
 FIXED = 0
@@ -44,9 +44,10 @@ OPAQUE = Ch()
 
 
 class RuleContext:
-    """What a rule sees: the node, its real input values and output, input ``Ch``s, and the graph to record into."""
+    """What a rule sees: the op (``node``: ``op``, ``target``, ``args``, ``kwargs`` as an fx node has them), its real
+    input values and output, input ``Ch``s, the module (for module calls), and the graph to record into."""
 
-    def __init__(self, graph: Any, node: fx.Node, args: tuple, kwargs: dict, out: Any,
+    def __init__(self, graph: Any, node: Any, args: tuple, kwargs: dict, out: Any,
                  module: nn.Module | None) -> None:
         self.graph, self.node, self.args, self.kwargs, self.out, self.module = graph, node, args, kwargs, out, module
         self.name = str(node.target) if node.op == "call_module" else ""
@@ -73,7 +74,7 @@ class RuleContext:
 
         def walk(node_arg: Any, value: Any) -> None:
             if isinstance(value, torch.Tensor):
-                c = self.graph.ch_of(node_arg) if isinstance(node_arg, fx.Node) else OPAQUE
+                c = self.graph.ch_of(node_arg)
                 out.append((value, c if isinstance(c, Ch) else OPAQUE))
             elif isinstance(value, (list, tuple)) and isinstance(node_arg, (list, tuple)):
                 for a, v in zip(node_arg, value):
@@ -151,6 +152,20 @@ def slicer_for(m: nn.Module) -> Slicer | None:
 def register_function_rule(fn: Any, rule: Rule) -> None:
     """Channel semantics of a function called inside ``forward`` (``torch.special.erf``, a user function, ...)."""
     FUNCTION_RULES[fn] = rule
+
+
+def single_op(fn: Callable) -> Callable:
+    """Make a user function one op of the run, with the rule given by :func:`register_function_rule` (register the
+    returned wrapper), instead of being followed inside like any Python code (the default)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
+        if torch.overrides.has_torch_function(tensors):
+            return torch.overrides.handle_torch_function(wrapper, tensors, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def register_method_rule(name: str, rule: Rule) -> None:

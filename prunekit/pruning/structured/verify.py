@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import PrunekitError
+from .capture import call_model, flat_tensors
 
 
 @torch.no_grad()
@@ -63,16 +64,6 @@ def zeroed_reference(model: nn.Module, step_plan: Mapping[str, Any]) -> nn.Modul
     return ref
 
 
-def _outputs(y: Any) -> list[torch.Tensor]:
-    if isinstance(y, torch.Tensor):
-        return [y]
-    if isinstance(y, (list, tuple)):
-        return [t for x in y for t in _outputs(x)]
-    if isinstance(y, dict):
-        return [t for x in y.values() for t in _outputs(x)]
-    return []
-
-
 @torch.no_grad()
 def output_gap(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor]) -> tuple[float, float]:
     """``(max |a(x) − b(x)|, max |a(x)|)`` over all outputs, both models in eval mode (their modes restored).
@@ -88,7 +79,7 @@ def output_gap(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor]) -> t
     a.eval()
     b.eval()
     try:
-        ya, yb = _outputs(a(*example)), _outputs(b(*example))
+        ya, yb = flat_tensors(call_model(a, example)), flat_tensors(call_model(b, example))
     finally:
         a.train(wa)
         b.train(wb)

@@ -32,11 +32,11 @@ def channel_selection_rule(ctx: RuleContext) -> Ch:
     out = ctx.new(len(kept))
     ctx.site("select_out", ctx.name, out, full=int(m.indexes.numel()), kept=kept,
              spatial=tuple(ctx.out.shape[2:]), module_type="ChannelSelection")
-    src = ctx.node.args[0]
-    if getattr(src, "op", None) == "call_module":
-        bn = ctx.graph.modules.get(str(src.target))
+    src = ctx.graph.producer_of(ctx.node.args[0])
+    if src is not None:
+        bn = ctx.graph.modules.get(src)
         if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-            ctx.graph.select_scores[ctx.name] = (str(src.target), kept)
+            ctx.graph.select_scores[ctx.name] = (src, kept)
     return Ch(1, out)
 
 
