@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import multidim as M
 from .rules import (FUNCTION_RULES, METHOD_RULES, MODULE_RULES, OPAQUE, Ch, RuleContext, _like_first, _norm_dim,
                     elementwise, opaque_rule)
 
@@ -34,6 +35,8 @@ def broadcast(ctx: RuleContext) -> Ch:
         return OPAQUE
     chs = ctx.tensor_chs()
     on = out.dim()
+    if any(M.is_multi(c) for _, c in chs):
+        return _broadcast_multi(ctx, chs, out)
     cdims = {c.cdim + on - v.dim() for v, c in chs if c.cdim is not None and c.param is None}
     if not cdims:
         return OPAQUE
@@ -66,11 +69,39 @@ def broadcast(ctx: RuleContext) -> Ch:
     return Ch(cd, labels if labels is not None else ctx.fixed(out.shape[cd]))
 
 
+def _broadcast_multi(ctx: RuleContext, chs: list, out: torch.Tensor) -> Ch:
+    """Broadcasting with channels on several dims (heads): operands with channels must have the same channel dims
+    (united position by position); an untracked operand may span only dims along which every unit is whole."""
+    on = out.dim()
+    views = [M.sorted_view(M.broadcast_align(c, v, on)) for v, c in chs if c.cdim is not None and c.param is None]
+    dims = views[0][0]
+    if any(d != dims or lab.shape != views[0][1].shape for d, lab in views[1:]):
+        for _, c in chs:
+            ctx.fix(c)
+        return OPAQUE
+    labels = views[0][1]
+    for _, lab in views[1:]:
+        ctx.union(labels.reshape(-1), lab.reshape(-1))
+    ref = M.make(dims, labels)
+    for v, c in chs:
+        if c.cdim is not None and c.param is None:
+            continue
+        off = on - v.dim()
+        spanned = [d for d in dims if d - off >= 0 and v.shape[d - off] > 1]
+        if spanned and not M.constant_along(ctx, ref, spanned):
+            for _, c2 in chs:
+                ctx.fix(c2)
+            return OPAQUE
+    return ref
+
+
 def _reduce_dims(ctx: RuleContext, dims: Any, keepdim: bool) -> Ch:
     c = ctx.ch(0)
     x = ctx.args[0]
     if not isinstance(c, Ch) or c.cdim is None or c.param is not None:
         return OPAQUE
+    if c.inner:
+        return M.reduce(ctx, c, x.dim(), dims, keepdim)
     if dims is None:
         ctx.fix(c)
         return OPAQUE
@@ -101,10 +132,10 @@ def along_dim(ctx: RuleContext) -> Ch:
     if d is None:
         ctx.fix(c)
         return OPAQUE
-    if _norm_dim(d, ctx.args[0].dim()) == c.cdim:
+    if _norm_dim(d, ctx.args[0].dim()) in c.dims:
         ctx.fix(c)
         return OPAQUE
-    return Ch(c.cdim, c.labels)
+    return c
 
 
 def normalize(ctx: RuleContext) -> Ch:
@@ -157,14 +188,15 @@ def reshape(ctx: RuleContext) -> Ch:
         return _param_reshape(c, x, out)
     if c.cdim is None:
         return OPAQUE
+    if c.inner:
+        return M.reshape(ctx, c, x, out)
     kind, where = _reshape_map(tuple(x.shape), tuple(out.shape), c.cdim)
     if kind == "same":
         return Ch(where, c.labels)
     if kind == "merged":
         d, sizes, pos = where
         return Ch(d, _expand_flat(c.labels, sizes, pos))
-    ctx.fix(c)
-    return OPAQUE
+    return M.reshape(ctx, c, x, out)  # the channel dim split: attention heads, else kept whole
 
 
 def _param_reshape(c: Ch, x: torch.Tensor, out: torch.Tensor) -> Ch:
@@ -207,6 +239,8 @@ def permute(ctx: RuleContext) -> Ch:
     else:  # mT / mH
         order = list(range(n))
         order[-1], order[-2] = order[-2], order[-1]
+    if c.inner:
+        return M.permute(c, order)
     return Ch(order.index(c.cdim), c.labels)
 
 
@@ -237,6 +271,12 @@ def cat(ctx: RuleContext) -> Ch:
     d = _norm_dim(ctx.arg(1, "dim", 0), out.dim())
     chs = [ctx.graph.ch_of(a) for a in nodes]
     chs = [c if isinstance(c, Ch) else OPAQUE for c in chs]
+    live = [i for i, t in enumerate(tensors) if not (isinstance(t, torch.Tensor) and t.numel() == 0)]
+    tensors, chs = [tensors[i] for i in live], [chs[i] for i in live]  # an empty tensor (a fresh cache) adds nothing
+    if not chs:
+        return OPAQUE
+    if any(M.is_multi(c) for c in chs):
+        return _cat_multi(ctx, tensors, chs, d)
     cdims = {c.cdim for c in chs if c.cdim is not None and c.param is None}
     if not cdims:
         return OPAQUE
@@ -268,6 +308,48 @@ def cat(ctx: RuleContext) -> Ch:
         else:
             ctx.union(labels, c.labels)
     return Ch(cd, labels)
+
+
+def _cat_multi(ctx: RuleContext, tensors: Sequence[torch.Tensor], chs: list, d: int) -> Ch:
+    """``cat`` of tensors with channels on several dims (rotary ``cat((-x2, x1), -1)`` on the head dim)."""
+    views = [M.sorted_view(c) if c.cdim is not None and c.param is None else None for c in chs]
+    dims = next(v[0] for v in views if v is not None)
+    if any(v is not None and v[0] != dims for v in views):
+        for c in chs:
+            ctx.fix(c)
+        return OPAQUE
+    if d in dims:
+        ax = dims.index(d)
+        ref = next(v[1] for v in views if v is not None)
+        parts = []
+        for t, v in zip(tensors, views):
+            if v is None:
+                shape = list(ref.shape)
+                shape[ax] = t.shape[d]
+                parts.append(np.zeros(shape, dtype=np.int64))
+            else:
+                parts.append(v[1])
+        try:
+            return M.make(dims, np.concatenate(parts, axis=ax))
+        except ValueError:
+            for c in chs:
+                ctx.fix(c)
+            return OPAQUE
+    labels = None
+    for v in views:
+        if v is None:
+            continue
+        if labels is None:
+            labels = v[1]
+        elif v[1].shape == labels.shape:
+            ctx.union(labels.reshape(-1), v[1].reshape(-1))
+        else:
+            for c in chs:
+                ctx.fix(c)
+            return OPAQUE
+    if any(v is None for v in views):
+        ctx.fix(M.make(dims, labels))
+    return M.make(dims, labels)
 
 
 def stack(ctx: RuleContext) -> Ch:
@@ -316,6 +398,15 @@ def split(ctx: RuleContext) -> tuple:
         d = _norm_dim(ctx.arg(2, "dim", 0), x.dim())
     if not isinstance(c, Ch) or c.cdim is None or c.param is not None:
         return tuple(OPAQUE for _ in outs)
+    if c.inner:
+        if is_unbind and d in c.dims:
+            return M.unbind_pieces(ctx, c, d, len(outs))
+        if d in c.dims:
+            ctx.fix(c)
+            return tuple(OPAQUE for _ in outs)
+        if is_unbind:
+            return tuple(M.make([e - (1 if e > d else 0) for e in c.dims], np.asarray(c.labels)) for _ in outs)
+        return tuple(c for _ in outs)
     if is_unbind:
         if d == c.cdim:
             ctx.fix(c)
@@ -357,6 +448,8 @@ def getitem(ctx: RuleContext) -> Any:
         return OPAQUE
     if c.param is not None:
         return OPAQUE
+    if c.inner:
+        return M.getitem(ctx, c, src, idx)
     idx = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(i, (torch.Tensor, list)) for i in idx):
         ctx.fix(c)
@@ -401,12 +494,30 @@ def pad(ctx: RuleContext) -> Ch:
     return Ch(c.cdim, np.concatenate([ctx.fixed(before), c.labels, ctx.fixed(after)]))
 
 
+def expand_param(ctx: RuleContext, c: Ch) -> Ch:
+    """A parameter broadcast to a bigger shape (a class token ``expand(B, -1, -1)``): it stays that parameter."""
+    x, out = ctx.args[0], ctx.out
+    off = out.dim() - x.dim()
+    if c.pmap is None or off < 0:
+        return OPAQUE
+    pmap = [-1] * off + [p if out.shape[d + off] == x.shape[d] else -1 for d, p in enumerate(c.pmap)]
+    return Ch(None, None, c.param, tuple(pmap))
+
+
 def expand(ctx: RuleContext) -> Ch:
     """``expand/expand_as/repeat/broadcast_to``: the channel dim passes if its size is unchanged."""
     c = ctx.ch(0)
     x, out = ctx.args[0], ctx.out
-    if not isinstance(c, Ch) or c.cdim is None or c.param is not None:
+    if isinstance(c, Ch) and c.param is not None:
+        return expand_param(ctx, c)
+    if not isinstance(c, Ch) or c.cdim is None:
         return OPAQUE
+    if c.inner:
+        off = out.dim() - x.dim()
+        if any(out.shape[e + off] != x.shape[e] for e in c.dims):
+            ctx.fix(c)
+            return OPAQUE
+        return M.make([e + off for e in c.dims], np.asarray(c.labels))
     cd = c.cdim + out.dim() - x.dim()
     if out.shape[cd] != x.shape[c.cdim]:
         ctx.fix(c)
@@ -678,3 +789,10 @@ def describe_rule_tables() -> dict[str, int]:
     """How many module classes, functions and methods have a built-in rule (for docs and tests)."""
     return {"modules": len(MODULE_RULES), "functions": len(FUNCTION_RULES), "methods": len(METHOD_RULES)}
 
+
+
+# rules that understand channels on several dims (attention heads, :mod:`.multidim`); any other rule sees such
+# inputs as opaque after their channels are kept whole (graph.apply)
+for _r in (elementwise, broadcast, reduction, along_dim, reshape, permute, unsqueeze, cat, split, getitem, expand,
+           non_tensor, opaque_rule):
+    _r.multidim = True  # type: ignore[attr-defined]

@@ -25,10 +25,12 @@ import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...metrics._common import input_checks
+from . import transformer_rules  # noqa: F401  (attention heads, embeddings, stream norms)
 from . import builtin_rules  # noqa: F401  (fills the rule tables)
+from . import multidim as M
 from . import rules as R
-from .capture import (Call, Capture, Inputs, as_inputs, cannot_place, flat_tensors, rule_for, unrun_modules,
-                      user_source)
+from .capture import (Call, Capture, Inputs, as_inputs, cannot_place, flat_tensors, iter_tensors, rule_for,
+                      unrun_modules, user_source)
 from .trace import _user_frame_from_lines
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class UnionFind:
             self.parent[ra] = rb
 
     def union_arrays(self, a: np.ndarray, b: np.ndarray) -> None:
+        a, b = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
         if len(a) != len(b):
             raise RuntimeError(f"channel label arrays of different lengths {len(a)} and {len(b)}")
         for x, y in zip(a.tolist(), b.tolist()):
@@ -131,6 +134,11 @@ class Group:
     producer_types: tuple[str, ...] = ()
     norm_types: tuple[str, ...] = ()
     select_bn: str | None = None
+    roots: list[int] = field(default_factory=list)
+    kind: str = "channels"
+
+    # ``kind``: "heads" (attention heads, or key/value groups with their query heads), "hidden" (the residual stream:
+    # it crosses a LayerNorm/RMSNorm over the channels) or "channels" (every other group: MLP widths, conv filters)
 
     @property
     def conv(self) -> str | None:
@@ -251,6 +259,13 @@ class DependencyGraph:
                 R.RuleContext(self, call, args, kwargs, out, module).fix_inputs()
                 return
             raise cannot_place(call, path, module, "no channel rule is known for it", user_source())
+        if not getattr(rule, "multidim", False):  # channels on several dims meet a rule that knows one
+            for t in iter_tensors((args, kwargs)):
+                c = self.ch_of(t)
+                if M.is_multi(c):
+                    flat = np.asarray(c.labels).reshape(-1)
+                    self.uf.union_arrays(flat, np.zeros_like(flat))
+                    self.chs[id(t)] = (t, R.OPAQUE)
         ctx = R.RuleContext(self, call, args, kwargs, out, module)
         try:
             result = rule(ctx)
@@ -353,7 +368,15 @@ class DependencyGraph:
                 if len(producers) == 1 else None, spatial=spatial,
                 select_bn=self.select_scores.get(select, (None,))[0] if select is not None else None,
                 producer_types=tuple(self.sites[("out", p)].info.get("module_type", "") for p in producers),
-                norm_types=tuple(self.sites[("norm", b)].info.get("module_type", "") for b in norms)))
+                norm_types=tuple(self.sites[("norm", b)].info.get("module_type", "") for b in norms),
+                roots=list(roots)))
+        attention_roots = set(np.unique(np.concatenate([root_of[np.asarray(a["labels"]).reshape(-1)]
+                                                         for a in self.attention])).tolist()) if self.attention else set()
+        for g in groups:
+            if attention_roots.intersection(g.roots):
+                g.kind = "heads"
+            elif any(self.sites[("norm", b)].info.get("stat") for b in g.norms):
+                g.kind = "hidden"
         groups.sort(key=lambda g: min(self.sites[k].order for k in g.positions))
         _assign_stages(groups)
         _assign_aliases(groups)

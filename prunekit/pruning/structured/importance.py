@@ -45,6 +45,11 @@ def _per_unit(values: torch.Tensor, positions: list[list[int]], how: str = "sum"
     return op.reduceat(v[flat], starts)
 
 
+def _out_dim(m: nn.Module) -> int:
+    """The weight dim of a producer's output channels (an embedding's vectors are its columns)."""
+    return 1 if isinstance(m, nn.Embedding) else 0
+
+
 def _reduce(scores: list[np.ndarray], reduction: str) -> np.ndarray:
     stack = np.stack(scores)
     if reduction == "sum":
@@ -74,7 +79,7 @@ def group_scores(graph: DependencyGraph, g: Group, criterion: str = "l1", *, red
     scores: list[np.ndarray] = []
     if criterion in ("l1", "l2"):
         for p in g.producers:
-            rows = _rows(mods[p].weight)
+            rows = _rows(mods[p].weight, _out_dim(mods[p]))
             per = rows.abs().sum(1) if criterion == "l1" else (rows ** 2).sum(1)
             s = _per_unit(per, g.positions[("out", p)])
             scores.append(np.sqrt(s) if criterion == "l2" else s)
@@ -105,7 +110,8 @@ def group_scores(graph: DependencyGraph, g: Group, criterion: str = "l1", *, red
                     if w.grad is None:
                         raise PrunekitError("taylor importance needs gradients: pass a few batches (CLI: "
                                             "--taylor-batches) so they can be accumulated")
-                    per = (_rows(w) * _rows(w.grad)).sum(1)
+                    d = _out_dim(m) if attr == "weight" else 0
+                    per = (_rows(w, d) * _rows(w.grad, d)).sum(1)
                     scores.append(_per_unit(per, g.positions[(kind, n)]))
         if not scores:
             raise PrunekitError(f"taylor importance: group {g.name} has no producer or norm parameters")

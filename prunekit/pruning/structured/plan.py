@@ -91,6 +91,16 @@ def check_plan(plan: Any) -> Plan:
                 not all(isinstance(i, int) and 0 <= i < full for i in kept) or sorted(set(kept)) != kept:
             raise CheckpointError(f"channel plan: params entry {key!r} needs dim, full and strictly increasing "
                                   "kept positions in range")
+    attrs = plan.get("attrs", {})
+    if not isinstance(attrs, Mapping) or not all(
+            isinstance(a, Mapping) and all(isinstance(v, list) and len(v) == 2 and all(type(x) is int for x in v)
+                                           for v in a.values()) for a in attrs.values()):
+        raise CheckpointError("channel plan 'attrs' must map module -> attribute -> [before, after] ints")
+    depth = plan.get("depth", {})
+    if not isinstance(depth, Mapping) or not all(
+            isinstance(d, Mapping) and isinstance(d.get("removed"), list) and isinstance(d.get("full"), int) and
+            all(type(i) is int and 0 <= i < d["full"] for i in d["removed"]) for d in depth.values()):
+        raise CheckpointError("channel plan 'depth' must map container -> {removed: [ints < full], full: int}")
     return dict(plan)
 
 
@@ -206,6 +216,19 @@ def _slice_out(name: str, m: nn.Module, idx: torch.Tensor, entry: Mapping[str, A
         if m.bias is not None:
             m.bias = _param(m.bias.data.index_select(0, idx), m.bias)
         m.out_features = int(idx.numel())
+    elif isinstance(m, nn.Embedding):  # the vectors' channels: weight columns
+        if not _needs_slice(name, "out", m.embedding_dim, entry):
+            return
+        m.weight = _param(m.weight.data.index_select(1, idx), m.weight)
+        m.embedding_dim = int(idx.numel())
+    elif isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() == 1:  # LayerNorm, *RMSNorm
+        if not _needs_slice(name, "out", m.weight.numel(), entry):
+            return
+        m.weight = _param(m.weight.data.index_select(0, idx), m.weight)
+        if isinstance(getattr(m, "bias", None), torch.Tensor):
+            m.bias = _param(m.bias.data.index_select(0, idx), m.bias)
+        if getattr(m, "normalized_shape", None) is not None:
+            m.normalized_shape = (int(idx.numel()),)
     else:
         raise PrunekitError(f"channel plan: cannot slice outputs of {name!r} ({type(m).__name__})")
 
@@ -267,6 +290,46 @@ def _slice_custom(name: str, m: nn.Module, entry: Mapping[str, Any]) -> None:
     slicer(m, list(entry["custom"]), int(entry["custom_full"]))
 
 
+def _set_attrs(model: nn.Module, name: str, attrs: Mapping[str, Any]) -> None:
+    """Set the integer attributes a pruned module reads in its forward (``num_heads``: ``[before, after]``)."""
+    try:
+        m = model.get_submodule(name) if name else model
+    except AttributeError:
+        raise CheckpointError(f"channel plan names module {name!r}, which the model does not have") from None
+    for attr, (before, after) in attrs.items():
+        now = getattr(m, attr, None)
+        if now == after:
+            continue
+        if now != before:
+            raise CheckpointError(f"channel plan: {name}.{attr} is {now!r}, the plan expects {before!r} (base) or "
+                                  f"{after!r} (pruned)")
+        setattr(m, attr, after)
+
+
+def _shared_params(model: nn.Module) -> list[list[tuple[nn.Module, str]]]:
+    """Parameters held by several modules (a tied ``lm_head`` and embedding): ``[[(module, attr), ...], ...]``."""
+    seen: dict[int, list[tuple[nn.Module, str]]] = {}
+    for m in model.modules():
+        for attr, p in m._parameters.items():
+            if p is not None:
+                seen.setdefault(id(p), []).append((m, attr))
+    return [v for v in seen.values() if len(v) > 1]
+
+
+def _retie(model: nn.Module, shared: list[list[tuple[nn.Module, str]]]) -> None:
+    """Share again what was shared before slicing (each holder was sliced alike; else a CheckpointError)."""
+    for holders in shared:
+        first = getattr(*holders[0])
+        for m, attr in holders[1:]:
+            p = getattr(m, attr)
+            if p is first:
+                continue
+            if p.shape != first.shape or not torch.equal(p.data, first.data):
+                raise CheckpointError(f"channel plan slices a parameter shared by several modules differently "
+                                      f"({type(m).__name__}.{attr}: {tuple(p.shape)} vs {tuple(first.shape)})")
+            setattr(m, attr, first)
+
+
 @torch.no_grad()
 def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
     """Slice ``model`` in place to the shapes of ``plan`` (weights sliced along) and return it.
@@ -276,6 +339,7 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
     """
     plan = check_plan(plan)
     modules = dict(model.named_modules())
+    shared = _shared_params(model)
     for name, entry in plan["modules"].items():
         if name not in modules:
             raise CheckpointError(f"channel plan names module {name!r}, which "
@@ -295,6 +359,9 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
             _slice_custom(name, m, entry)
     for key, entry in plan.get("params", {}).items():
         _slice_param(model, key, entry)
+    for name, attrs in plan.get("attrs", {}).items():
+        _set_attrs(model, name, attrs)
+    _retie(model, shared)
     model.prunekit_plan = clone(dict(plan))
     if plan.get("cfg") is not None:
         model.prunekit_cfg = clone(plan["cfg"])
@@ -345,6 +412,11 @@ def compose_plans(first: Mapping[str, Any] | None, second: Mapping[str, Any]) ->
                 raise CheckpointError(f"cannot compose plans: parameter {key} has {len(p1['kept'])} positions after "
                                       f"the first plan, the second expects {p2['full']}")
             params[key] = {**p1, "kept": [p1["kept"][i] for i in p2["kept"]]}
+    attrs = out.setdefault("attrs", {})
+    for name, a2 in second.get("attrs", {}).items():
+        a1 = attrs.setdefault(name, {})
+        for attr, (before, after) in a2.items():
+            a1[attr] = [a1[attr][0] if attr in a1 else before, after]
     for gname, g2 in second.get("groups", {}).items():
         g1 = out["groups"].get(gname)
         if g1 is not None and not g2.get("select") and len(g1["kept"]) == g2["full"]:

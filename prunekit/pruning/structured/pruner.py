@@ -22,6 +22,7 @@ import torch.nn as nn
 from ...errors import EmptyLayerError, PrunekitError, check_number, check_range
 from .capture import as_inputs
 from .graph import DependencyGraph, Group, build_graph, ignore_paths
+from .heads import attention_attrs, attention_table, removed_roots
 from .importance import CRITERIA, accumulate_gradients, all_scores
 from .plan import Plan, apply_plan, compose_plans, new_plan
 
@@ -123,6 +124,10 @@ def build_plan(graph: DependencyGraph, removed: Mapping[str, Sequence[int]], met
         elif kind == "param":
             plan.setdefault("params", {})[name] = {"param": site.info["param"], "dim": site.info["dim"],
                                                    "kept": kept, "full": site.size}
+    if graph.attention:
+        attrs = attention_attrs(graph, attention_table(graph, removed_roots(graph, removed)))
+        if attrs:
+            plan["attrs"] = attrs
     return plan
 
 

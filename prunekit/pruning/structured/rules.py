@@ -32,12 +32,21 @@ class Ch:
 
     ``param``: for a raw parameter/buffer read (``get_attr``), its qualified name and ``pmap`` (for every dim of this
     tensor, the parameter dim it shows, or -1 for an inserted size-1 dim).
+
+    ``inner``: further channel dims (attention heads: ``cdim`` = the heads dim, ``inner = (head_dim_dim,)``); then
+    ``labels`` has one axis per channel dim, in the order ``(cdim, *inner)`` (see :mod:`.multidim`).
     """
 
     cdim: int | None = None
     labels: np.ndarray | None = None
     param: str | None = None
     pmap: tuple[int, ...] | None = None
+    inner: tuple[int, ...] = ()
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """All channel dims, in label-axis order."""
+        return () if self.cdim is None else (self.cdim, *self.inner)
 
 
 OPAQUE = Ch()
@@ -102,7 +111,8 @@ class RuleContext:
     def fix(self, c: Any) -> None:
         """Make every channel of ``c`` (a ``Ch`` or nested tuple) FIXED."""
         if isinstance(c, Ch) and c.labels is not None:
-            self.graph.uf.union_arrays(c.labels, np.zeros_like(c.labels))
+            flat = np.asarray(c.labels).reshape(-1)
+            self.graph.uf.union_arrays(flat, np.zeros_like(flat))
         elif isinstance(c, (list, tuple)):
             for x in c:
                 self.fix(x)
@@ -189,13 +199,22 @@ def function_rule_for(fn: Any) -> Rule | None:
     return rule
 
 
+#: Rules for modules recognised by shape rather than class (``LlamaRMSNorm``, ``T5LayerNorm``: any library's norm
+#: over the last dim): ``(predicate(module) -> bool, rule)``, tried after the class tables.
+MODULE_PREDICATE_RULES: list[tuple[Callable[[nn.Module], bool], Rule]] = []
+
+
 def module_rule_for(m: nn.Module) -> Rule | None:
     """The rule for module ``m``: its class's, or the nearest registered base class's when ``m`` does not override
-    ``forward`` (a ``LayerNorm2d(nn.LayerNorm)`` that permutes in its own forward is traced into instead)."""
+    ``forward`` (a ``LayerNorm2d(nn.LayerNorm)`` that permutes in its own forward is traced into instead), or a
+    predicate rule's."""
     own = type(m)
     for cls in own.__mro__:
         if cls in MODULE_RULES:
             return MODULE_RULES[cls] if cls is own or own.forward is cls.forward else None
+    for pred, rule in MODULE_PREDICATE_RULES:
+        if pred(m):
+            return rule
     return None
 
 
@@ -213,6 +232,11 @@ def _like_first(ctx: RuleContext) -> Ch:
     if not chs:
         return OPAQUE
     v, c = chs[0]
+    if c.inner and c.param is None:
+        if not isinstance(ctx.out, torch.Tensor) or tuple(ctx.out.shape) != tuple(v.shape):
+            ctx.fix(c)
+            return OPAQUE
+        return c
     if isinstance(ctx.out, torch.Tensor) and isinstance(v, torch.Tensor) and c.cdim is not None:
         if ctx.out.dim() != v.dim() or ctx.out.shape[c.cdim] != v.shape[c.cdim]:
             ctx.fix(c)

@@ -8,8 +8,9 @@ zeroing uses only the plan's positions, never the pruned model.
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -33,13 +34,58 @@ def randomize_bn(model: nn.Module, seed: int = 0, *, gamma_scale: float = 1.0) -
     return model
 
 
+class KeptStatsNorm(nn.Module):
+    """A norm over the last dim that takes its statistics over the ``kept`` channels only and outputs 0 elsewhere:
+    what a stream norm computes once the other channels are gone. ``norm`` is the dense norm; its kept
+    parameters are taken by index here, never from a pruned model."""
+
+    def __init__(self, norm: nn.Module, kept: list[int], full: int) -> None:
+        super().__init__()
+        self.full = full
+        self.register_buffer("kept", torch.tensor(kept, dtype=torch.long), persistent=False)
+        self.inner = copy.deepcopy(norm)
+        idx = self.kept.to(norm.weight.device)
+        self.inner.weight = nn.Parameter(norm.weight.detach().index_select(0, idx).clone())
+        if isinstance(getattr(norm, "bias", None), torch.Tensor):
+            self.inner.bias = nn.Parameter(norm.bias.detach().index_select(0, idx).clone())
+        if getattr(norm, "normalized_shape", None) is not None:
+            self.inner.normalized_shape = (len(kept),)
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        y = self.inner(x.index_select(-1, self.kept), *args, **kwargs)
+        out = x.new_zeros(*x.shape[:-1], self.full, dtype=y.dtype)
+        return out.index_copy(-1, self.kept, y)
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, new)
+
+
 @torch.no_grad()
-def zeroed_reference(model: nn.Module, step_plan: Mapping[str, Any]) -> nn.Module:
+def zeroed_reference(model: nn.Module, step_plan: Mapping[str, Any], *, stream_norms: Iterable[str] = (),
+                     zero_rows: Iterable[str] = ()) -> nn.Module:
     """A copy of ``model`` (the model ``step_plan`` was made for) whose conv/linear layers ignore every input
     channel the plan removes (those weight columns set to 0). Depthwise convs are not mixers: their removed
-    channels are removed from their outputs too, and later consumers ignore them."""
+    channels are removed from their outputs too, and later consumers ignore them.
+
+    ``stream_norms``: norms over the channels (LayerNorm/RMSNorm) that take their statistics over the kept channels
+    (:class:`KeptStatsNorm`). ``zero_rows``: linear layers whose removed outputs are zeroed too (attention
+    projections: their outputs meet in ``q @ kᵀ`` rather than in a consumer's columns)."""
     ref = copy.deepcopy(model)
     mods = dict(ref.named_modules())
+    for name in set(stream_norms):
+        entry = step_plan.get("modules", {}).get(name, {})
+        if "out" in entry and len(entry["out"]) < entry["out_full"]:
+            _replace(ref, name, KeptStatsNorm(mods[name], list(entry["out"]), int(entry["out_full"])))
+    for name in set(zero_rows):
+        entry = step_plan.get("modules", {}).get(name, {})
+        m = mods.get(name)
+        if "out" in entry and isinstance(m, nn.Linear):
+            gone = sorted(set(range(entry["out_full"])) - set(entry["out"]))
+            m.weight[gone] = 0.0
+            if m.bias is not None:
+                m.bias[gone] = 0.0
     for name, entry in step_plan.get("modules", {}).items():
         if "in" not in entry or name not in mods:
             continue
@@ -101,12 +147,27 @@ def step_plan_of(result: Any) -> Mapping[str, Any]:
     return getattr(result, "step_plan", None) or {}
 
 
+def reference_options(graph: Any) -> dict[str, list[str]]:
+    """The stream norms and attention projections of ``graph`` (see :func:`zeroed_reference`)."""
+    if graph is None:
+        return {}
+    norms = [k[1] for k, site in graph.sites.items() if k[0] == "norm" and site.info.get("stat")]
+    rows: list[str] = []
+    if graph.attention:
+        root_of = graph.uf.all_roots()
+        heads = set(np.unique(np.concatenate([root_of[np.asarray(a["labels"]).reshape(-1)]
+                                              for a in graph.attention])).tolist())
+        rows = [k[1] for k, site in graph.sites.items() if k[0] == "out" and heads.intersection(
+            root_of[site.labels].tolist())]
+    return {"stream_norms": norms, "zero_rows": rows}
+
+
 def check_exact(original: nn.Module, result: Any, example: Sequence[torch.Tensor], *,
                 tolerance: float = 1e-5) -> tuple[float, float]:
     """Compare ``result.model`` with :func:`zeroed_reference` of ``original``; record ``max_abs_diff`` and
     ``rel_diff`` in ``result.info``; raise if the relative difference exceeds ``tolerance`` (a bug, not a user
     error: it keeps its traceback)."""
-    ref = zeroed_reference(original, step_plan_of(result))
+    ref = zeroed_reference(original, step_plan_of(result), **reference_options(getattr(result, "graph", None)))
     diff, rel = output_difference(ref, result.model, example)
     result.info["max_abs_diff"] = diff
     result.info["rel_diff"] = rel

@@ -1,0 +1,179 @@
+"""Channel rules of transformers: attention on heads, embeddings, and the norms of the residual stream.
+
+Attention: ``q @ kᵀ``, ``attn @ v`` and ``F.scaled_dot_product_attention`` on heads.
+
+Queries and keys are contracted over the head dim, so query head ``h`` and the key head it reads are removed
+together (position by position); the attention weights of a head and that head's values go together too. With
+heads as units (:mod:`.multidim`) this makes a head, in grouped-query attention a key/value head with its query
+group, one unit across ``q_proj``/``k_proj``/``v_proj`` rows and ``o_proj`` columns. Any other matmul keeps its
+channels whole, as before.
+
+The hidden (residual-stream) width: an ``nn.Embedding`` makes new channels (its weight columns); a norm over the
+last dim (``nn.LayerNorm``, ``nn.RMSNorm``, any library's ``*RMSNorm`` / ``*LayerNorm`` with one weight per channel)
+passes its channels through and is recorded as a *stream norm* site: removing a channel there changes the
+statistics, so structured pruning verifies such a prune against the unpruned model whose norms compute their
+statistics over the kept channels (:mod:`.verify`). Parameters expanded or added into the stream (class tokens,
+position embeddings) are sliced along.
+
+Importing this module registers the rules (:mod:`.graph` does).
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import builtin_rules  # noqa: F401  (the generic tables first; these entries replace theirs)
+from . import multidim as M
+from .rules import (FUNCTION_RULES, METHOD_RULES, MODULE_PREDICATE_RULES, MODULE_RULES, OPAQUE, Ch, RuleContext,
+                    opaque_rule)
+
+
+def _keep_whole(ctx: RuleContext, why: str) -> object:
+    """Keep every channel of the op whole; remember the module so the report can name it."""
+    chs = [c for _, c in ctx.tensor_chs() if c.cdim is not None and c.param is None]
+    if chs and ctx.graph.current_module not in ctx.graph.kept_whole:
+        ctx.graph.kept_whole.append(ctx.graph.current_module)
+    return opaque_rule(ctx)
+
+
+def _aligned(c: Ch, v: torch.Tensor, on: int) -> tuple[list[int], np.ndarray] | None:
+    if c.cdim is None or c.param is not None:
+        return None
+    return M.sorted_view(M.broadcast_align(c, v, on))
+
+
+def matmul(ctx: RuleContext) -> object:
+    """``a @ b`` for batched attention: scores ``q @ kᵀ`` (contracted over the head dim) and ``weights @ v``."""
+    chs = ctx.tensor_chs()
+    out = ctx.out
+    if len(chs) != 2 or not isinstance(out, torch.Tensor) or out.dim() < 3:
+        return _keep_whole(ctx, "matmul")
+    (a, ca), (b, cb) = chs
+    if a.dim() < 2 or b.dim() < 2:
+        return _keep_whole(ctx, "matmul")
+    on = out.dim()
+    batch = set(range(on - 2))
+    sa, sb = _aligned(ca, a, on), _aligned(cb, b, on)
+    if sa is None and sb is None:
+        return OPAQUE
+    if sa is not None and sb is not None and on - 1 in sa[0] and on - 2 in sb[0]:  # q @ kᵀ over the head dim
+        da, la = sa
+        db, lb = sb
+        if set(da) - {on - 1} != set(db) - {on - 2} or not set(da) - {on - 1} <= batch or la.shape != lb.shape:
+            return _keep_whole(ctx, "matmul")
+        ctx.union(la.reshape(-1), lb.reshape(-1))
+        heads = [d for d in da if d != on - 1]
+        if heads and M.constant_along(ctx, M.make(da, la), [on - 1]):
+            return M.make(heads, np.take(la, 0, axis=da.index(on - 1)))
+        return OPAQUE
+    if sb is not None and (sa is None or set(sa[0]) <= batch) and set(sb[0]) - {on - 1} <= batch:  # weights @ v
+        db, lb = sb
+        heads = [d for d in db if d != on - 1]
+        if not heads:
+            return _keep_whole(ctx, "matmul")
+        if sa is None:
+            if any(a.shape[d - (on - a.dim())] > 1 for d in heads if d - (on - a.dim()) >= 0):
+                return _keep_whole(ctx, "matmul")  # untracked weights that differ per head
+            return M.make(db, lb)
+        da, la = sa
+        if da != heads:
+            return _keep_whole(ctx, "matmul")
+        per_head = lb if on - 1 not in db else lb.reshape(la.shape + (-1,))
+        ctx.union(np.broadcast_to(la[..., None], per_head.shape).reshape(-1) if per_head.ndim > la.ndim else
+                  la.reshape(-1), per_head.reshape(-1))
+        return M.make(db, lb)
+    return _keep_whole(ctx, "matmul")
+
+
+def sdpa(ctx: RuleContext) -> object:
+    """``F.scaled_dot_product_attention(q, k, v, ...)`` on ``(B, H, T, D)`` heads, grouped-query included."""
+    q, k, v = ctx.arg(0, "query"), ctx.arg(1, "key"), ctx.arg(2, "value")
+    cq, ck, cv = ctx.graph.ch_of(q), ctx.graph.ch_of(k), ctx.graph.ch_of(v)
+    if not all(M.is_multi(c) for c in (cq, ck, cv)) or q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        if any(isinstance(c, Ch) and c.cdim is not None for c in (cq, ck, cv)):
+            return _keep_whole(ctx, "scaled_dot_product_attention")
+        return OPAQUE
+    views = [M.sorted_view(c) for c in (cq, ck, cv)]
+    if any(d != [1, 3] for d, _ in views):
+        return _keep_whole(ctx, "scaled_dot_product_attention")
+    (_, lq), (_, lk), (_, lv) = views
+    h, hk = lq.shape[0], lk.shape[0]
+    if hk == 0 or h % hk or lv.shape[0] != hk or lq.shape[1] != lk.shape[1]:
+        return _keep_whole(ctx, "scaled_dot_product_attention")
+    mask = ctx.arg(3, "attn_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() >= 3 and mask.shape[-3] > 1:
+        return _keep_whole(ctx, "scaled_dot_product_attention")  # a mask per head
+    group = h // hk
+    kv_of = np.arange(h) // group
+    ctx.union(lq.reshape(-1), lk[kv_of].reshape(-1))
+    ctx.union(lq[:, 0], lv[kv_of, 0])
+    return M.make([1, 3], lv[kv_of])
+
+
+def embedding(ctx: RuleContext) -> Ch:
+    """``nn.Embedding``: the indices carry no channels; the vectors are new channels (weight columns)."""
+    m: nn.Embedding = ctx.module
+    ctx.fix_inputs()
+    out = ctx.new(m.embedding_dim)
+    ctx.site("out", ctx.name, out, module_type="embedding", spatial=())
+    return Ch(ctx.out.dim() - 1, out)
+
+
+def _norm_width(m: nn.Module) -> int | None:
+    """How many trailing dims a norm module normalises (None: not a last-dim norm prunekit can slice)."""
+    shape = getattr(m, "normalized_shape", None)
+    if shape is not None:
+        return len(shape)
+    w = getattr(m, "weight", None)
+    return 1 if isinstance(w, torch.Tensor) and w.dim() == 1 else None
+
+
+def stream_norm(ctx: RuleContext) -> Any:
+    """LayerNorm/RMSNorm over the last dim: channels pass through; the norm is a stream-norm site (sliced along, its
+    statistics then taken over the kept channels). Any other placement keeps the normalised channels whole."""
+    m = ctx.module
+    x = ctx.args[0]
+    c = ctx.ch(0)
+    if not isinstance(c, Ch) or c.cdim is None or c.param is not None:
+        return OPAQUE
+    nd = _norm_width(m)
+    if nd is None or c.inner or not isinstance(ctx.out, torch.Tensor) or ctx.out.shape != x.shape:
+        ctx.fix(c)
+        return OPAQUE
+    if c.cdim < x.dim() - nd:
+        return Ch(c.cdim, c.labels)
+    w = getattr(m, "weight", None)
+    if nd != 1 or c.cdim != x.dim() - 1 or (isinstance(w, torch.Tensor) and tuple(w.shape) != (x.shape[-1],)):
+        ctx.fix(c)
+        return Ch(c.cdim, c.labels)
+    ctx.site("norm", ctx.name, c.labels, module_type=type(m).__name__, stat=True)
+    return Ch(c.cdim, c.labels)
+
+
+def _is_library_norm(m: nn.Module) -> bool:
+    """``LlamaRMSNorm``, ``Qwen2RMSNorm``, ``T5LayerNorm``, ...: a leaf norm with one weight per channel."""
+    name = type(m).__name__
+    if not name.endswith(("RMSNorm", "LayerNorm")) or isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
+        return False
+    w = getattr(m, "weight", None)
+    return isinstance(w, nn.Parameter) and w.dim() == 1 and not any(True for _ in m.children()) and \
+        any(hasattr(m, a) for a in ("eps", "variance_epsilon", "epsilon"))
+
+
+for _f in (torch.matmul, torch.bmm, operator.matmul):
+    FUNCTION_RULES[_f] = matmul
+for _m in ("matmul", "bmm"):
+    METHOD_RULES[_m] = matmul
+FUNCTION_RULES[F.scaled_dot_product_attention] = sdpa
+MODULE_RULES[nn.Embedding] = embedding
+MODULE_RULES[nn.LayerNorm] = stream_norm
+MODULE_RULES[nn.RMSNorm] = stream_norm
+MODULE_PREDICATE_RULES.append((_is_library_norm, stream_norm))
+matmul.multidim = True  # type: ignore[attr-defined]
+sdpa.multidim = True  # type: ignore[attr-defined]
+stream_norm.multidim = True  # type: ignore[attr-defined]
