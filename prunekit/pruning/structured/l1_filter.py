@@ -20,7 +20,8 @@ import torch.nn as nn
 from ...errors import PrunekitError, UnknownNameError, check_number, check_range
 from ...models import NamedPlan, list_models, model_info, named_plan, named_plans
 from .graph import DependencyGraph, Group
-from .pruner import Keep, StructuredResult, finish, graph_for, guard_empty, keep_count, top_units
+from .pruner import Keep, StructuredResult, finish, graph_for
+from .selection import guard_empty, keep_count, top_units
 
 #: Li et al.'s named plans by name (vgg16-A, resnet56-A/B, resnet110-A/B): read from the model registry, the one
 #: place for per-model knowledge (:func:`prunekit.models.named_plan`).

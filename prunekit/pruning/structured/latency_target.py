@@ -70,8 +70,12 @@ from .importance import CRITERIA, all_scores
 from .fold import as_deployed
 from .latency_lut import (RUNTIMES, WIDTHS, LatencyFn, LatencyTable, _default_latency_fn, _fn_pair,  # noqa: F401
                           measure_pair)
-from .pruner import (StructuredResult, _example, _global_order, _global_take, _model_label, _removed_positions,
-                     _search, candidates, check_round_to, finish)
+from .cost import removed_positions as _removed_positions
+from .pruner import StructuredResult, _example, _model_label, candidates, finish
+from .selection import check_round_to
+from .selection import global_order as _global_order
+from .selection import global_take as _global_take
+from .selection import search as _search
 
 
 _TARGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|us|µs)?\s*$")

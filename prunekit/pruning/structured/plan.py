@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from ...errors import CheckpointError, PrunekitError
+from .drop import drop_blocks
 
 PLAN_FORMAT = "prunekit-plan/2"
 PLAN_FORMATS = ("prunekit-plan/1", PLAN_FORMAT)  # /1: no "params"/"custom" entries; read as is
@@ -338,8 +339,10 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
     are left alone). Sets ``model.prunekit_plan`` and, when the plan has one, ``model.prunekit_cfg``.
     """
     plan = check_plan(plan)
-    modules = dict(model.named_modules())
     shared = _shared_params(model)
+    for container, entry in plan.get("depth", {}).items():
+        drop_blocks(model, container, entry)
+    modules = dict(model.named_modules())
     for name, entry in plan["modules"].items():
         if name not in modules:
             raise CheckpointError(f"channel plan names module {name!r}, which "
@@ -412,6 +415,11 @@ def compose_plans(first: Mapping[str, Any] | None, second: Mapping[str, Any]) ->
                 raise CheckpointError(f"cannot compose plans: parameter {key} has {len(p1['kept'])} positions after "
                                       f"the first plan, the second expects {p2['full']}")
             params[key] = {**p1, "kept": [p1["kept"][i] for i in p2["kept"]]}
+    if second.get("depth"):
+        if out.get("depth") or out["modules"]:
+            raise CheckpointError("cannot compose a plan that removes blocks after one that already pruned: remove "
+                                  "blocks first (prune_structured(depth=...) does)")
+        out["depth"] = clone(second["depth"])
     attrs = out.setdefault("attrs", {})
     for name, a2 in second.get("attrs", {}).items():
         a1 = attrs.setdefault(name, {})

@@ -10,46 +10,30 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ...errors import EmptyLayerError, PrunekitError, check_number, check_range
-from .capture import as_inputs
+from ...errors import PrunekitError, UnknownNameError, check_number, check_range
+from ...utils.warn import warn_user
+from ..calibrated.blocks import find_blocks
+from .capture import as_inputs, call_model
 from .graph import DependencyGraph, Group, build_graph, ignore_paths
+from .cost import CostModel, removed_positions
+from .depth import prune_depth
 from .heads import attention_attrs, attention_table, removed_roots
+from .hf import block_index, derived_head_dim, describable, hf_config, is_hf_model
 from .importance import CRITERIA, accumulate_gradients, all_scores
 from .plan import Plan, apply_plan, compose_plans, new_plan
+from .result import StructuredResult
+from .selection import check_round_to, global_order, global_take, search, select_uniform, top_units
+from .verify import check_exact
 
 log = logging.getLogger(__name__)
 Keep = dict[str, list[int]]
-
-
-@dataclass
-class StructuredResult:
-    """Outcome of a structured prune.
-
-    ``model``: the physically smaller copy. ``plan``: the cumulative plan relative to the base model
-    (``model.prunekit_plan``). ``keep``: kept channels per pruned group in this step (unit indexes; for a
-    ChannelSelection group the full-width positions it lets through). ``rows``: per-group channel counts.
-    ``warnings``: groups that would have lost every channel (kept at one). ``info``: method-specific numbers,
-    including ``max_abs_diff`` / ``rel_diff`` when verified.
-    """
-
-    model: nn.Module
-    plan: Plan
-    keep: Keep
-    rows: list[dict[str, Any]]
-    warnings: list[str] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-    graph: DependencyGraph | None = None
-    removed: dict[str, list[int]] = field(default_factory=dict)
-    step_plan: Plan = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -62,19 +46,6 @@ def candidates(graph: DependencyGraph, g: Group) -> list[int]:
     if g.select is not None:
         return list(graph.sites[("select_out", g.select)].info["kept"])
     return list(range(g.size))
-
-
-def guard_empty(g: Group, kept: list[int], fallback: int, *, strict: bool, what: str,
-                notes: list[str]) -> list[int]:
-    """Return ``kept``, or ``[fallback]`` noted in ``notes`` (or :class:`EmptyLayerError` when ``strict``) if empty.
-    :func:`finish` turns the notes of one prune into one warning."""
-    if kept:
-        return kept
-    msg = f"{what} would remove every channel of layer {g.name}"
-    if strict:
-        raise EmptyLayerError(msg + " (drop --strict-empty to keep its strongest channel instead)")
-    notes.append(msg + f"; kept its strongest channel {fallback}")
-    return [fallback]
 
 
 def removed_units(graph: DependencyGraph, g: Group, kept: Iterable[int]) -> list[int]:
@@ -183,217 +154,38 @@ def finish(graph: DependencyGraph, groups: Sequence[Group], keep: Keep, method: 
                             step_plan=step)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# cost model for budgets
+KINDS = ("heads", "hidden", "channels")
+_MAX_FALLBACKS = 8
 
 
-class CostModel:
-    """Analytic MACs and params of the model after removing units: conv/linear MACs scale with the kept
-    fraction of their inputs and outputs; everything else is constant. Exact for conv/linear layers."""
-
-    def __init__(self, graph: DependencyGraph, example: Sequence[torch.Tensor]) -> None:
-        self.graph = graph
-        self.layer_macs: dict[str, float] = {}
-        self.layer_params: dict[str, tuple[float, str]] = {}
-        for (kind, name), site in graph.sites.items():
-            if kind != "out":
-                continue
-            m = graph.modules[name]
-            if isinstance(m, nn.modules.conv._ConvNd):
-                k = math.prod(m.kernel_size)
-                self.layer_macs[name] = m.out_channels * (m.in_channels // m.groups) * k * \
-                    math.prod(site.info.get("spatial", ()) or (1,))
-            elif isinstance(m, nn.Linear):
-                self.layer_macs[name] = m.in_features * m.out_features * site.info.get("tokens", 1)
-        from ...metrics import count_params
-
-        self.dense_params = count_params(graph.model)
-        self.dense_macs = sum(self.layer_macs.values())
-        self.other_macs = 0.0
-        self._example = example
-        self._params = dict(graph.model.named_parameters())
-
-    def include_other_macs(self) -> None:
-        """Add the MACs the graph cannot scale (ignored modules, fixed matmuls/attention) as a constant, from one
-        count of the dense model, so that budgets are fractions of the whole model's MACs."""
-        from ...metrics import count_flops
-
-        total = count_flops(self.graph.model, tuple(self._example[0].shape), convention="macs").macs
-        self.other_macs = max(0.0, float(total) - self.dense_macs)
-        self.dense_macs += self.other_macs
-
-    def _layer_params(self, m: nn.Module, name: str, removed_pos: Mapping[tuple[str, str], int]) -> float:
-        """Parameters a conv/linear loses when ``removed_pos`` outputs/inputs go (weight out'·in'/g'·k + bias)."""
-        ro, ri = removed_pos.get(("out", name), 0), removed_pos.get(("in", name), 0)
-        bias = 1 if getattr(m, "bias", None) is not None else 0
-        if isinstance(m, nn.Linear):
-            o, i = m.out_features, m.in_features
-            return o * i + bias * o - ((o - ro) * (i - ri) + bias * (o - ro))
-        k = math.prod(m.kernel_size)
-        o, i, g = m.out_channels, m.in_channels, m.groups
-        depthwise = g > 1 and m.weight.shape[1] == 1
-        per_in = 1 if depthwise else (i - ri) // g
-        dense = o * (i // g) * k + bias * o
-        return dense - ((o - ro) * per_in * k + bias * (o - ro))
-
-    def evaluate(self, removed_pos: Mapping[tuple[str, str], int]) -> tuple[float, float]:
-        """``(macs, params)`` of conv/linear layers (macs) and of the whole model (params) after removing
-        ``removed_pos[site] `` positions per site."""
-        sites, mods = self.graph.sites, self.graph.modules
-        macs = 0.0
-        for name, dense in self.layer_macs.items():
-            m = mods[name]
-            fo = 1 - removed_pos.get(("out", name), 0) / sites[("out", name)].size
-            fi = 1.0
-            if ("in", name) in sites and not (isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and
-                                              m.weight.shape[1] == 1):
-                fi = 1 - removed_pos.get(("in", name), 0) / sites[("in", name)].size
-            macs += dense * fo * fi
-        macs += self.other_macs
-        params = float(self.dense_params)
-        done: set[str] = set()
-        for (kind, name), n in removed_pos.items():
-            if not n:
-                continue
-            m = mods.get(name)
-            site = sites[(kind, name)]
-            if kind in ("out", "in") and name not in done and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
-                done.add(name)
-                params -= self._layer_params(m, name, removed_pos)
-            elif kind == "norm" and m is not None:
-                params -= n * sum(1 for p in (getattr(m, "weight", None), getattr(m, "bias", None)) if p is not None)
-            elif kind == "param":
-                t = self._params.get(site.info["param"])
-                if t is not None:
-                    params -= n * t.numel() / t.shape[site.info["dim"]]
-        return macs, params
-
-
-def _removed_positions(groups_by_name: Mapping[str, Group], removed: Mapping[str, Sequence[int]]
-                       ) -> dict[tuple[str, str], int]:
-    out: dict[tuple[str, str], int] = {}
-    for gname, units in removed.items():
-        g = groups_by_name[gname]
-        for key, per_unit in g.positions.items():
-            out[key] = out.get(key, 0) + sum(len(per_unit[u]) for u in units)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# selection
-
-
-def keep_count(size: int, ratio: float) -> int:
-    """``floor(size·(1−ratio))``, robust to binary rounding (``10·(1−0.9)`` is 1, not 0)."""
-    return int(math.floor(size * (1.0 - ratio) + 1e-9))
-
-
-def check_round_to(round_to: Any) -> int:
-    """``round_to`` as an int in [1, 65536] (the CLI's bounds), else one PrunekitError naming it."""
-    return int(check_number("round_to", round_to, low=1, high=65536, integer=True))
-
-
-def round_keep(n_keep: int, size: int, round_to: int) -> int:
-    """``n_keep`` rounded to the nearest multiple of ``round_to`` (at least ``round_to``, at most ``size``); a group
-    no wider than ``round_to`` keeps ``n_keep``."""
-    if round_to <= 1 or size <= round_to:
-        return n_keep
-    return min(size, max(round_to, int(round(n_keep / round_to)) * round_to))
-
-
-def top_units(scores: np.ndarray, n_keep: int) -> list[int]:
-    """Indexes of the ``n_keep`` largest scores (ties: lower index first), in increasing order."""
-    order = torch.sort(torch.as_tensor(scores), descending=True, stable=True).indices
-    return sorted(order[:n_keep].tolist())
-
-
-def _uniform(groups: Sequence[Group], scores: Mapping[str, np.ndarray], ratio: float,
-             round_to: int, *, strict: bool = False, notes: list[str] | None = None) -> dict[str, list[int]]:
-    """Each group keeps ``floor(size·(1−ratio))`` (rounded to ``round_to``) of its best units; a group that would
-    keep none keeps its best one (noted), or raises with ``strict``."""
-    removed = {}
-    notes = notes if notes is not None else []
-    for g in groups:
-        n_keep = round_keep(keep_count(g.size, ratio), g.size, round_to)
-        if n_keep == 0:
-            best = top_units(scores[g.name], 1)
-            guard_empty(g, [], best[0], strict=strict, what=f"structured pruning at ratio {ratio}", notes=notes)
-            n_keep = 1
-        kept = set(top_units(scores[g.name], n_keep))
-        removed[g.name] = [u for u in range(g.size) if u not in kept]
-    return removed
-
-
-def _global_order(groups: Sequence[Group], scores: Mapping[str, np.ndarray], normalize: bool
-                  ) -> list[tuple[str, int]]:
-    """All units of all groups, least important first (scores divided by their group's mean if ``normalize``)."""
-    items = []
-    for gi, g in enumerate(groups):
-        s = np.asarray(scores[g.name], dtype=np.float64)
-        if normalize:
-            mean = float(s.mean()) if s.size else 0.0
-            s = s / mean if mean > 0 else s
-        for u, v in enumerate(s.tolist()):
-            items.append((v, gi, u))
-    items.sort(key=lambda t: (t[0], t[1], t[2]))
-    return [(groups[gi].name, u) for _, gi, u in items]
-
-
-def _global_take(groups: Sequence[Group], order: Sequence[tuple[str, int]], k: int, round_to: int,
-                 max_ratio: float) -> dict[str, list[int]]:
-    """Remove the first ``k`` units of ``order`` that leave every group at least one unit (and at most
-    ``max_ratio`` of it removed); then round each group's kept count to a multiple of ``round_to`` (taking more of
-    its least important units, or giving back its most important removed ones)."""
-    size = {g.name: g.size for g in groups}
-    cap = {n: min(s - 1, int(math.floor(s * max_ratio + 1e-9))) for n, s in size.items()}
-    removed: dict[str, list[int]] = {g.name: [] for g in groups}
-    taken = 0
-    for name, u in order:
-        if taken >= k:
-            break
-        if len(removed[name]) < cap[name]:
-            removed[name].append(u)
-            taken += 1
-    if round_to > 1:
-        per_group: dict[str, list[int]] = {g.name: [] for g in groups}
-        for name, u in order:
-            per_group[name].append(u)
-        for name, rm in removed.items():
-            if not rm:
-                continue
-            n_keep = round_keep(size[name] - len(rm), size[name], round_to)
-            removed[name] = per_group[name][:max(0, size[name] - n_keep)]
-    return {n: sorted(v) for n, v in removed.items()}
-
-
-def _search(fn, lo: int, hi: int, ok) -> int:
-    """Smallest k in [lo, hi] with ok(fn(k)) (fn monotone); hi if none."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(fn(mid)):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor] | None = None, *,
+def prune_structured(model: nn.Module, example_inputs: Any = None, *,
                      input_size: Sequence[int] | None = None, criterion: str = "l1", ratio: float | None = None,
                      global_ranking: bool = False, target_macs: float | None = None,
                      target_params: float | None = None, round_to: int = 1, ignore: Sequence[str] = (),
                      reduction: str = "sum", normalize: bool = True, max_group_ratio: float = 0.9,
                      data: Iterable | None = None, loss_fn: Any = None, seed: int = 0, verify: bool = True,
-                     simple_only: bool = False, strict_empty: bool = False,
-                     tolerance: float = 1e-5) -> StructuredResult:
-    """Remove channels from any traceable model for real, and prove the result exact.
+                     simple_only: bool = False, strict_empty: bool = False, tolerance: float = 1e-5,
+                     kinds: Sequence[str] = KINDS, head_dims: bool = False, depth: int = 0,
+                     blocks: str | None = None, hf_loadable: bool | None = None) -> StructuredResult:
+    """Remove channels, attention heads and blocks from any model for real, and prove the result exact.
 
-    Give ``ratio`` (fraction of every group's channels, or of all channels with ``global_ranking``), or a budget
-    ``target_macs`` / ``target_params`` (fraction of the model's conv/linear MACs or of its params to keep; global
-    ranking). ``criterion``: l1, l2, bn, taylor (needs ``data``: a few ``(x, y)`` batches), random. ``ignore``:
-    regular expressions of module paths kept whole (traced as opaque). ``round_to``: kept channels per group a
-    multiple of this. ``max_group_ratio``: no group loses more than this fraction under a global ranking. A group
-    that a ratio would empty keeps its strongest channel (one warning for all), or with ``strict_empty`` raises
-    :class:`~prunekit.errors.EmptyLayerError` naming it.
+    ``example_inputs``: a tensor, a tuple of inputs, or a dict of keyword inputs (``{"input_ids": ...}``); the model
+    runs once on them and every op of that run is placed (:mod:`.capture`). Give ``ratio`` (fraction of every
+    group's channels, or of all channels with ``global_ranking``), or a budget ``target_macs`` / ``target_params``
+    (fraction of the model's conv/linear MACs or of its params to keep; global ranking). ``criterion``: l1, l2, bn,
+    taylor (needs ``data``: a few ``(x, y)`` batches), random. ``ignore``: regular expressions of module paths kept
+    whole. ``round_to``: kept channels per group a multiple of this. ``max_group_ratio``: no group loses more than
+    this fraction under a global ranking. A group that a ratio would empty keeps its strongest channel (one warning
+    for all), or with ``strict_empty`` raises :class:`~prunekit.errors.EmptyLayerError` naming it.
+
+    Transformers: ``kinds`` says what may be pruned: ``"heads"`` (attention heads; in grouped-query attention a
+    key/value head with its query group), ``"hidden"`` (the residual-stream width: embeddings, every norm and
+    projection on it) and ``"channels"`` (every other group: MLP widths, conv filters). ``head_dims``: heads keep
+    their number and lose dims instead (refused where rotary embeddings make it inexact). ``depth``: remove this
+    many whole blocks first (lowest block influence on ``data`` or the example; ``blocks`` names their container).
+    ``hf_loadable`` (default: on for Hugging Face models pruned with a per-group ratio): prune only what the stock
+    config describes, alike in every layer, and update ``model.config`` so ``save_pretrained`` / ``from_pretrained``
+    round-trip; ``info["hf"]`` says whether it does.
 
     >>> import prunekit
     >>> model = prunekit.create_model("resnet20")
@@ -409,8 +201,6 @@ def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[t
     if n_targets != 1:
         raise PrunekitError("structured pruning needs exactly one of ratio, target_macs, target_params")
     if criterion not in CRITERIA:
-        from ...errors import UnknownNameError
-
         raise UnknownNameError(f"unknown importance criterion {criterion!r}; valid: {', '.join(CRITERIA)}")
     if ratio is not None:
         check_range("ratio", float(ratio), 0.0, 1.0, high_open=True)
@@ -419,67 +209,228 @@ def prune_structured(model: nn.Module, example_inputs: torch.Tensor | Sequence[t
             check_range(name, float(v), 0.0, 1.0, low_open=True)
     check_range("max_group_ratio", float(max_group_ratio), 0.0, 1.0, high_open=True)
     round_to = check_round_to(round_to)
-    graph = build_graph(model, example, ignore=ignore_paths(model, ignore) if ignore else ())
-    groups = [g for g in graph.groups if g.size >= 2 and (g.simple or not simple_only)]
+    kinds = _check_kinds(kinds)
+    depth = int(check_number("depth", depth, low=0, high=10_000, integer=True))
+    hf = is_hf_model(model)
+    if hf_loadable is None:
+        hf_loadable = hf and ratio is not None and not global_ranking
+    if hf_loadable and not hf:
+        raise PrunekitError("hf_loadable needs a Hugging Face transformers model (one with a config)")
+    base, depth_res = model, None
+    if depth:
+        depth_res = prune_depth(model, example, depth, data=data, blocks=blocks, tolerance=tolerance, verify=verify)
+        base = depth_res.model
+    graph = build_graph(base, example, ignore=ignore_paths(base, ignore) if ignore else (),
+                        options={"head_dims": bool(head_dims)})
+    groups = [g for g in graph.groups if g.size >= 2 and g.kind in kinds and (g.simple or not simple_only)]
     if criterion == "bn":
         groups = [g for g in groups if g.norms or g.select is not None]
+    chain = find_blocks(base, blocks) if hf_loadable else None
+    tied_to_hidden: list[Group] = []
+    if chain is not None:
+        inside = describable(groups, chain.names)
+        hidden = [g for g in inside if g.kind == "hidden"]
+        tied_to_hidden = [g for g in groups if g not in inside and hidden and g.size == hidden[0].size]
+        groups = inside + tied_to_hidden  # a pooler of width hidden_size follows the hidden width
     if not groups:
         raise PrunekitError(f"{_model_label(model)} has no channel group that can be pruned (every channel is "
-                            "fixed by the model's input/output, a mixing op, or --ignore)")
+                            "fixed by the model's input/output, a mixing op, ignore=, or the kinds asked for)")
     if criterion == "taylor":
         if data is None:
             raise PrunekitError("criterion 'taylor' needs data: a few batches (CLI: --taylor-batches N)")
-        dev = next(model.parameters()).device
-        accumulate_gradients(model, data, loss_fn, dev)
+        accumulate_gradients(base, data, loss_fn, next(base.parameters()).device)
     scores = all_scores(graph, groups, criterion, reduction=reduction, seed=seed)
     if criterion == "taylor":
-        model.zero_grad(set_to_none=True)
-    by_name = {g.name: g for g in graph.groups}
+        base.zero_grad(set_to_none=True)
     info: dict[str, Any] = {"criterion": criterion, "reduction": reduction, "global": bool(global_ranking or
                                                                                             ratio is None),
                             "round_to": round_to, "groups_total": len(graph.groups),
-                            "groups_prunable": len(groups)}
-    cost = CostModel(graph, example)
-    notes: list[str] = []
-    if ratio is not None and not global_ranking:
-        removed = _uniform(groups, scores, float(ratio), round_to, strict=strict_empty, notes=notes)
+                            "groups_prunable": len(groups), "kinds": list(kinds)}
+    kept_whole: list[str] = []
+    for _ in range(_MAX_FALLBACKS):
+        live = [g for g in groups if g.name not in kept_whole]
+        notes: list[str] = []
+        removed = _select(graph, live, scores, info, ratio=ratio, global_ranking=global_ranking,
+                          target_macs=target_macs, target_params=target_params, round_to=round_to,
+                          normalize=normalize, max_group_ratio=max_group_ratio, strict_empty=strict_empty,
+                          notes=notes)
+        if hf_loadable and derived_head_dim(base):
+            _hidden_follows_heads(graph, live, scores, removed, notes)
+        _follow_hidden(graph, [g for g in tied_to_hidden if g in live], scores, removed)
+        keep = {g.name: [c for u, c in enumerate(candidates(graph, g)) if u not in set(removed[g.name])]
+                for g in live if removed.get(g.name)}
+        res = finish(graph, live, keep, f"structured-{criterion}", notes, info)
+        failure = _first_failure(res.model, example)
+        if failure is None:
+            break
+        path, err = failure
+        culprits = _groups_in(graph, live, path)
+        if not culprits:
+            raise PrunekitError(f"the pruned model fails in module {path or '<root>'!r} ({err}), and no pruned "
+                                f"group lies there; pass ignore=['^{path}$'] to keep it whole")
+        kept_whole += culprits
+        info.setdefault("kept_whole", []).append({"module": path, "groups": culprits, "error": err})
     else:
-        order = _global_order(groups, scores, normalize)
-        total_units = sum(g.size for g in groups)
-        take = lambda k: _global_take(groups, order, k, round_to, float(max_group_ratio))  # noqa: E731
-        if ratio is not None:
-            removed = take(int(round(float(ratio) * total_units)))
-        else:
-            kind = "macs" if target_macs is not None else "params"
-            if kind == "macs":
-                cost.include_other_macs()
-            target = float(target_macs if target_macs is not None else target_params)
-            dense = cost.dense_macs if kind == "macs" else cost.dense_params
-
-            def value(k: int) -> float:
-                macs, params = cost.evaluate(_removed_positions(by_name, take(k)))
-                return macs if kind == "macs" else params
-
-            k = _search(value, 0, total_units, lambda v: v <= target * dense + 1e-9)
-            removed = take(k)
-            reached = value(k) / dense if dense else 1.0
-            info.update({"target": {kind: target}, "target_reached": round(reached, 6)})
-            if reached > target + 1e-9:
-                raise PrunekitError(f"cannot reach --target-{kind} {target}: the most the prunable groups allow is "
-                                    f"{reached:.4f} of the dense {kind} (max_group_ratio={max_group_ratio}); raise "
-                                    "the target or max_group_ratio")
-    keep = {}
-    for g in groups:
-        if removed.get(g.name):
-            gone = set(removed[g.name])
-            keep[g.name] = [c for u, c in enumerate(candidates(graph, g)) if u not in gone]
-    res = finish(graph, groups, keep, f"structured-{criterion}", notes, info)
+        raise PrunekitError("structured pruning could not find a prune whose model runs; ignore= the failing modules")
+    if kept_whole:
+        warn_user(f"kept {len(kept_whole)} group(s) whole because the pruned model could not run with them pruned: "
+                  + "; ".join(f"{k['module']} ({k['error']})" for k in info["kept_whole"]))
+    table = attention_table(graph, removed_roots(graph, res.removed)) if graph.attention else []
+    if table:
+        res.info["attention"] = table
+        res.info["attention_note"] = ("grouped-query attention: a key/value head is removed with its query heads, so "
+                                      "every layer keeps a valid grouped-query layout"
+                                      if any(r["heads"] != max(x["heads"] for x in table if x["module"] == r["module"])
+                                             for r in table) else "whole heads removed")
+    if graph.kept_whole:
+        res.info["attention_kept_whole"] = list(graph.kept_whole)
+    if depth_res is not None:  # res.plan already starts from the depth-pruned model's plan (rebuild composes)
+        res.info["depth"] = depth_res.info["depth"]
+    if hf:
+        res.info["hf"] = _update_hf(res, graph, table, chain, depth_res)
     res.info["prune_seconds"] = round(time.perf_counter() - t0, 4)
     if verify:
-        from .verify import check_exact
-
-        check_exact(model, res, example, tolerance=tolerance)
+        check_exact(base, res, example, tolerance=tolerance)
     return res
+
+
+def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    out = tuple(kinds)
+    bad = [k for k in out if k not in KINDS]
+    if bad or not out:
+        raise UnknownNameError(f"kinds: unknown {bad[0]!r}" if bad else "kinds: give at least one" +
+                               f"; valid: {', '.join(KINDS)}")
+    return out
+
+
+def _select(graph: DependencyGraph, groups: Sequence[Group], scores: Mapping[str, np.ndarray],
+            info: dict[str, Any], *, ratio: float | None, global_ranking: bool, target_macs: float | None,
+            target_params: float | None, round_to: int, normalize: bool, max_group_ratio: float,
+            strict_empty: bool, notes: list[str]) -> dict[str, list[int]]:
+    """Units to remove per group: per-group ratio, global ranking, or a MACs/params budget."""
+    if ratio is not None and not global_ranking:
+        return select_uniform(groups, scores, float(ratio), round_to, strict=strict_empty, notes=notes)
+    by_name = {g.name: g for g in graph.groups}
+    order = global_order(groups, scores, normalize)
+    total_units = sum(g.size for g in groups)
+    take = lambda k: global_take(groups, order, k, round_to, float(max_group_ratio))  # noqa: E731
+    if ratio is not None:
+        return take(int(round(float(ratio) * total_units)))
+    cost = CostModel(graph, graph.example)
+    kind = "macs" if target_macs is not None else "params"
+    if kind == "macs":
+        cost.include_other_macs()
+    target = float(target_macs if target_macs is not None else target_params)
+    dense = cost.dense_macs if kind == "macs" else cost.dense_params
+
+    def value(k: int) -> float:
+        macs, params = cost.evaluate(removed_positions(by_name, take(k)))
+        return macs if kind == "macs" else params
+
+    k = search(value, 0, total_units, lambda v: v <= target * dense + 1e-9)
+    reached = value(k) / dense if dense else 1.0
+    info.update({"target": {kind: target}, "target_reached": round(reached, 6)})
+    if reached > target + 1e-9:
+        raise PrunekitError(f"cannot reach --target-{kind} {target}: the most the prunable groups allow is "
+                            f"{reached:.4f} of the dense {kind} (max_group_ratio={max_group_ratio}); raise "
+                            "the target or max_group_ratio")
+    return take(k)
+
+
+def _hidden_follows_heads(graph: DependencyGraph, groups: Sequence[Group], scores: Mapping[str, np.ndarray],
+                          removed: dict[str, list[int]], notes: list[str]) -> None:
+    """For a config whose head size is ``hidden_size / num_attention_heads`` (BERT, ViT): the hidden width keeps
+    ``heads · head_dim`` channels, or, when the hidden width may not be pruned, no head goes."""
+    table = attention_table(graph, removed_roots(graph, removed))
+    if not table or all(r["heads_kept"] == r["heads"] for r in table):
+        return
+    q = max(table, key=lambda r: r["heads"])
+    want = q["heads_kept"] * q["head_dim"]
+    hidden = [g for g in groups if g.kind == "hidden"]
+    if len(hidden) != 1 or want < 1 or want > hidden[0].size:
+        for g in groups:
+            if g.kind == "heads":
+                removed[g.name] = []
+        notes.append("heads kept: this config derives the head size from hidden_size / num_attention_heads, so "
+                     "heads can only go with the hidden width (kinds must include 'hidden')")
+        return
+    g = hidden[0]
+    removed[g.name] = [u for u in range(g.size) if u not in set(top_units(scores[g.name], want))]
+
+
+def _follow_hidden(graph: DependencyGraph, followers: Sequence[Group], scores: Mapping[str, np.ndarray],
+                   removed: dict[str, list[int]]) -> None:
+    """Groups whose width the config ties to ``hidden_size`` keep as many channels as the hidden width."""
+    hidden = [g for g in graph.groups if g.kind == "hidden"]
+    if not followers or len(hidden) != 1:
+        return
+    want = hidden[0].size - len(removed.get(hidden[0].name, []))
+    for g in followers:
+        removed[g.name] = [u for u in range(g.size) if u not in set(top_units(scores[g.name], want))]
+
+
+def _first_failure(model: nn.Module, example: Any) -> tuple[str, str] | None:
+    """``(module path, error)`` where the pruned model fails on ``example``, or None if it runs."""
+    paths = {id(m): n for n, m in model.named_modules()}
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            call_model(model, example)
+    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as exc:
+        path = ""
+        tb = exc.__traceback__
+        while tb is not None:
+            owner = tb.tb_frame.f_locals.get("self")
+            if isinstance(owner, nn.Module) and id(owner) in paths:
+                path = paths[id(owner)]
+            tb = tb.tb_next
+        return path, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    finally:
+        model.train(was)
+    return None
+
+
+def _groups_in(graph: DependencyGraph, groups: Sequence[Group], path: str) -> list[str]:
+    """The pruned groups to keep whole when ``path`` fails: its attention heads if it views heads, else every
+    group with a site in it."""
+    inside = lambda n: n == path or n.startswith(path + ".") if path else True  # noqa: E731
+    heads = {a["module"] for a in graph.attention if inside(a["module"])}
+    if heads:
+        labels = set()
+        root_of = graph.uf.all_roots()
+        for a in graph.attention:
+            if a["module"] in heads:
+                labels.update(root_of[np.asarray(a["labels"]).reshape(-1)].tolist())
+        hit = [g.name for g in groups if labels.intersection(g.roots)]
+        if hit:
+            return hit
+    return [g.name for g in groups if any(inside(k[1]) for k in g.positions)]
+
+
+def _update_hf(res: StructuredResult, graph: DependencyGraph, table: Sequence[Mapping[str, Any]], chain: Any,
+               depth_res: StructuredResult | None) -> dict[str, Any]:
+    """Set ``res.model.config`` to what the stock class needs to rebuild the pruned model, when one config can."""
+    chain = chain or find_blocks(res.model)
+    widths: dict[str, list[int]] = {"mlp": [], "hidden": []}
+    per_block: dict[int, list[int]] = {}
+    for g in graph.groups:
+        n = len(res.keep.get(g.name, candidates(graph, g)))
+        if g.kind == "hidden":
+            widths["hidden"].append(n)
+        elif g.kind == "channels":
+            idx = {block_index(k[1], chain.names) for k in g.positions}
+            if len(idx) == 1 and None not in idx:
+                per_block.setdefault(idx.pop(), []).append(n)
+    if per_block and all(len(v) == 1 for v in per_block.values()):
+        widths["mlp"] = [v[0] for v in per_block.values()]
+    layers = len(chain.names) if depth_res is not None else None
+    cfg, changes, reason = hf_config(res.model, table, widths, layers)
+    if reason is None:
+        res.model.config = cfg
+    else:
+        log.info("the pruned model keeps its prunekit plan: %s", reason)
+    return {"loadable": reason is None, "config": changes, "reason": reason}
 
 
 def _model_label(model: nn.Module) -> str:

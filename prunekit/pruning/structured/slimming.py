@@ -25,8 +25,8 @@ from ...errors import PrunekitError, check_range
 from ..masks import Masks
 from ..sparsifier import MaskHook
 from .graph import DependencyGraph, Group
-from .pruner import (Keep, StructuredResult, candidates, channel_rows, check_round_to, finish, graph_for,
-                     guard_empty, round_keep)
+from .pruner import Keep, StructuredResult, candidates, channel_rows, finish, graph_for
+from .selection import check_round_to, guard_empty, round_keep
 
 _BN_TYPES = (nn.BatchNorm2d, nn.SyncBatchNorm)
 
