@@ -125,13 +125,19 @@ def test_channels_last_layernorm_keeps_the_convnext_trunk_and_prunes_the_mlp():
     assert res.info["rel_diff"] <= REL
 
 
-def test_vit_prunes_mlp_hidden_dims_and_keeps_attention_whole():
-    for name in ("vit_block", "vit_functional"):
-        model = _user(name)
-        res = prune_structured(model, input_size=SIZE, ratio=0.5)
-        graph = res.graph
-        assert all(g.producers and all(".mlp." in p or "fc1" in p for p in g.producers) for g in graph.groups)
-        assert res.info["rel_diff"] <= REL
+def test_timm_style_vit_prunes_heads_with_the_hidden_width_its_reshape_needs():
+    # timm's Attention ends with reshape(B, N, C), C the input width: heads can only go with the hidden width
+    model = _user("vit_functional")  # 4 heads of 8, width 32
+    res = prune_structured(model, input_size=SIZE, ratio=0.3)  # floor(4 * 0.7) = 2 heads: 16 wide, not 22
+    assert res.info["hidden_follows_heads"] == "blocks.0.attn"
+    for blk, dense in zip(res.model.blocks, model.blocks):
+        assert blk.attn.num_heads == dense.attn.num_heads // 2  # the attribute its reshape reads
+        assert blk.attn.qkv.out_features == 3 * blk.attn.num_heads * blk.attn.head_dim
+        assert blk.attn.proj.out_features == blk.attn.num_heads * blk.attn.head_dim == blk.norm1.normalized_shape[0]
+    assert res.info["rel_diff"] <= REL
+    whole = prune_structured(model, input_size=SIZE, ratio=0.3, kinds=("heads", "channels"))
+    assert "kept_whole" in whole.info  # without the hidden width the heads cannot go: kept, with a warning
+    assert all(b.attn.num_heads == d.attn.num_heads for b, d in zip(whole.model.blocks, model.blocks))
 
 
 def test_global_ranking_and_budgets():

@@ -247,6 +247,7 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
                             "round_to": round_to, "groups_total": len(graph.groups),
                             "groups_prunable": len(groups), "kinds": list(kinds)}
     kept_whole: list[str] = []
+    follow_heads = bool(hf_loadable and derived_head_dim(base))
     for _ in range(_MAX_FALLBACKS):
         live = [g for g in groups if g.name not in kept_whole]
         notes: list[str] = []
@@ -254,7 +255,7 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
                           target_macs=target_macs, target_params=target_params, round_to=round_to,
                           normalize=normalize, max_group_ratio=max_group_ratio, strict_empty=strict_empty,
                           notes=notes)
-        if hf_loadable and derived_head_dim(base):
+        if follow_heads:
             _hidden_follows_heads(graph, live, scores, removed, notes)
         _follow_hidden(graph, [g for g in tied_to_hidden if g in live], scores, removed)
         keep = {g.name: [c for u, c in enumerate(candidates(graph, g)) if u not in set(removed[g.name])]
@@ -264,6 +265,11 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
         if failure is None:
             break
         path, err = failure
+        if not follow_heads and any(a["module"] == path for a in graph.attention) and \
+                any(g.kind == "hidden" for g in live):
+            follow_heads = True  # a forward that reshapes heads to the input width (timm's reshape(B, N, C))
+            info["hidden_follows_heads"] = path
+            continue
         culprits = _groups_in(graph, live, path)
         if not culprits:
             raise PrunekitError(f"the pruned model fails in module {path or '<root>'!r} ({err}), and no pruned "

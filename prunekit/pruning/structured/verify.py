@@ -8,9 +8,8 @@ zeroing uses only the plan's positions, never the pruned model.
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -62,30 +61,36 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, attr, new)
 
 
+def _stream_norm(m: nn.Module) -> bool:
+    """A norm over the channels of the last dim (LayerNorm, RMSNorm, a library's ``*RMSNorm``): a plan slices one
+    only where it lies on a pruned residual stream."""
+    plain = (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding, nn.modules.batchnorm._NormBase, nn.GroupNorm,
+             nn.PReLU)
+    return not isinstance(m, plain) and isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.dim() == 1
+
+
 @torch.no_grad()
-def zeroed_reference(model: nn.Module, step_plan: Mapping[str, Any], *, stream_norms: Iterable[str] = (),
-                     zero_rows: Iterable[str] = ()) -> nn.Module:
+def zeroed_reference(model: nn.Module, step_plan: Mapping[str, Any]) -> nn.Module:
     """A copy of ``model`` (the model ``step_plan`` was made for) whose conv/linear layers ignore every input
     channel the plan removes (those weight columns set to 0). Depthwise convs are not mixers: their removed
     channels are removed from their outputs too, and later consumers ignore them.
 
-    ``stream_norms``: norms over the channels (LayerNorm/RMSNorm) that take their statistics over the kept channels
-    (:class:`KeptStatsNorm`). ``zero_rows``: linear layers whose removed outputs are zeroed too (attention
-    projections: their outputs meet in ``q @ kᵀ`` rather than in a consumer's columns)."""
+    Transformers: linear layers output 0 on the channels the plan removes (attention projections meet in
+    ``q @ kᵀ``, not in a consumer's columns), and norms over the channels of a pruned residual stream take their
+    statistics over the kept channels (:class:`KeptStatsNorm`)."""
     ref = copy.deepcopy(model)
     mods = dict(ref.named_modules())
-    for name in set(stream_norms):
-        entry = step_plan.get("modules", {}).get(name, {})
-        if "out" in entry and len(entry["out"]) < entry["out_full"]:
-            _replace(ref, name, KeptStatsNorm(mods[name], list(entry["out"]), int(entry["out_full"])))
-    for name in set(zero_rows):
-        entry = step_plan.get("modules", {}).get(name, {})
+    for name, entry in step_plan.get("modules", {}).items():
         m = mods.get(name)
-        if "out" in entry and isinstance(m, nn.Linear):
+        if "out" not in entry or len(entry["out"]) == entry["out_full"]:
+            continue
+        if isinstance(m, nn.Linear):
             gone = sorted(set(range(entry["out_full"])) - set(entry["out"]))
             m.weight[gone] = 0.0
             if m.bias is not None:
                 m.bias[gone] = 0.0
+        elif m is not None and _stream_norm(m):
+            _replace(ref, name, KeptStatsNorm(m, list(entry["out"]), int(entry["out_full"])))
     for name, entry in step_plan.get("modules", {}).items():
         if "in" not in entry or name not in mods:
             continue
@@ -147,27 +152,12 @@ def step_plan_of(result: Any) -> Mapping[str, Any]:
     return getattr(result, "step_plan", None) or {}
 
 
-def reference_options(graph: Any) -> dict[str, list[str]]:
-    """The stream norms and attention projections of ``graph`` (see :func:`zeroed_reference`)."""
-    if graph is None:
-        return {}
-    norms = [k[1] for k, site in graph.sites.items() if k[0] == "norm" and site.info.get("stat")]
-    rows: list[str] = []
-    if graph.attention:
-        root_of = graph.uf.all_roots()
-        heads = set(np.unique(np.concatenate([root_of[np.asarray(a["labels"]).reshape(-1)]
-                                              for a in graph.attention])).tolist())
-        rows = [k[1] for k, site in graph.sites.items() if k[0] == "out" and heads.intersection(
-            root_of[site.labels].tolist())]
-    return {"stream_norms": norms, "zero_rows": rows}
-
-
 def check_exact(original: nn.Module, result: Any, example: Sequence[torch.Tensor], *,
                 tolerance: float = 1e-5) -> tuple[float, float]:
     """Compare ``result.model`` with :func:`zeroed_reference` of ``original``; record ``max_abs_diff`` and
     ``rel_diff`` in ``result.info``; raise if the relative difference exceeds ``tolerance`` (a bug, not a user
     error: it keeps its traceback)."""
-    ref = zeroed_reference(original, step_plan_of(result), **reference_options(getattr(result, "graph", None)))
+    ref = zeroed_reference(original, step_plan_of(result))
     diff, rel = output_difference(ref, result.model, example)
     result.info["max_abs_diff"] = diff
     result.info["rel_diff"] = rel
