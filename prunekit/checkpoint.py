@@ -4,7 +4,12 @@ A model file is a safetensors file whose metadata key ``prunekit`` holds JSON::
 
     {"format": "prunekit/1", "model": "resnet56", "num_classes": 10, "in_channels": 3,
      "cfg": [...] | null, "plan": {...} | null, "options": {...}, "storage": "dense" | "sparse",
-     "dtype": "float32" | "float64" | "float16" | "bfloat16" | null, "checksum": "sha256:<hex>", "extra": {...}}
+     "dtype": "float32" | "float64" | "float16" | "bfloat16" | null, "checksum": "sha256:<hex>", "extra": {...},
+     "state_versions": {"<module path>": <int>, ...}}
+
+``state_versions`` are the state_dict versions of the modules that version their state (``state_dict()._metadata``,
+what ``_load_from_state_dict`` reads as ``local_metadata["version"]``: BatchNorm, MNASNet, ...); they are given back
+on load. A file without them loads with the versions of the freshly built modules.
 
 Masks are stored as bool tensors under ``"__mask__/<param name>"`` (or packed, see
 :mod:`prunekit.pruning.sparse_format`). A folder written by any prunekit command holds ``model.safetensors``;
@@ -23,6 +28,7 @@ import json
 import os
 import pickle
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
@@ -31,10 +37,11 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from .models.hf import build_hf, check_hf_spec, finish_hf, hf_spec
 from .errors import CheckpointError, PrunekitError
 from .models.bounds import MAX_CLASSES, MAX_IN_CHANNELS
 from .utils.io import atomic_path, path_problem
-from .utils.warn import warn_user
+from .utils.warn import NonFiniteWarning, warn_user
 
 FORMAT = "prunekit/1"
 # what torch.load(weights_only=True) raises on truncated, corrupt or code-carrying files
@@ -43,6 +50,7 @@ _TORCH_READ_ERRORS = (OSError, RuntimeError, EOFError, ValueError, pickle.Unpick
 MODEL_FILE = "model.safetensors"
 MASK_PREFIX = "__mask__/"  # = pruning.sparse_format.MASK_PREFIX (imported lazily: pruning imports this module)
 STORAGES = ("dense", "sparse", "auto")
+MAX_VERSIONED = 1_000_000  # state_versions entries a file may hold (one per module at most)
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 
@@ -80,7 +88,8 @@ def model_meta(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict
     """The metadata that identifies ``model``'s architecture (name, classes, channels, cfg, plan)."""
     name = getattr(model, "prunekit_name", None)
     factory = getattr(model, "prunekit_factory", None)
-    if name is None and factory is None:
+    hf = hf_spec(model) if name is None and factory is None else None
+    if name is None and factory is None and hf is None:
         raise PrunekitError("only models built by prunekit.create_model or prunekit.build_model (or loaded by "
                             f"prunekit) can be saved; got a {type(model).__name__} that says nothing of how to "
                             "build it")
@@ -96,6 +105,9 @@ def model_meta(model: nn.Module, extra: Mapping[str, Any] | None = None) -> dict
     }
     if factory is not None:
         meta["factory"] = {**factory, "input_size": getattr(model, "prunekit_input_size", None)}
+    if hf is not None:  # a Hugging Face model: its class (from transformers only) and configs
+        meta["hf"] = dict(hf, pruned_config=model.config.to_dict() if meta["plan"] else None)
+        meta["num_classes"] = meta["in_channels"] = None
     meta["dtype"] = model_dtype(model)
     return meta
 
@@ -131,7 +143,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, masks: Mapping[str, to
     if path.suffix != ".safetensors":
         path = path / MODEL_FILE
     meta = model_meta(model, extra)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    sd = model.state_dict()
+    meta["state_versions"] = state_versions(sd)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
     masks = {k: v.detach().to("cpu", torch.bool).contiguous() for k, v in (masks or {}).items()}
     if storage == "dense":
         tensors = pack(state, None)  # checks the reserved prefixes
@@ -211,10 +225,12 @@ def check_meta(meta: Any, source: str = "checkpoint") -> dict[str, Any]:
         if size is not None and (not isinstance(size, list) or not 1 <= len(size) <= 8 or not all(
                 isinstance(v, Integral) and not isinstance(v, bool) and 1 <= v <= 1 << 16 for v in size)):
             raise _field_error(source, "factory.input_size", "a list of positive integers", size)
+    elif meta.get("hf") is not None:
+        meta["hf"] = check_hf_spec(meta["hf"], source)
     elif not isinstance(meta.get("model"), str) or not meta["model"]:
         raise _field_error(source, "model", "a model name (string)", meta.get("model", "<missing>"))
     for name, high in (("num_classes", MAX_CLASSES), ("in_channels", MAX_IN_CHANNELS)):
-        if factory is None or meta.get(name) is not None:
+        if (factory is None and meta.get("hf") is None) or meta.get(name) is not None:
             meta[name] = _check_int(meta, name, 1, high, source)
     for name in ("options", "extra"):
         if meta.get(name) is not None and not isinstance(meta[name], Mapping):
@@ -233,6 +249,11 @@ def check_meta(meta: Any, source: str = "checkpoint") -> dict[str, Any]:
         raise _field_error(source, "storage", "'dense' or 'sparse'", meta["storage"])
     if meta.get("dtype") is not None and meta["dtype"] not in DTYPES:
         raise _field_error(source, "dtype", f"one of {', '.join(DTYPES)} or null", meta["dtype"])
+    versions = meta.get("state_versions")
+    if versions is not None and not (isinstance(versions, Mapping) and len(versions) <= MAX_VERSIONED and all(
+            isinstance(k, str) and len(k) <= 4096 and isinstance(v, Integral) and not isinstance(v, bool)
+            and 0 <= v <= 2**31 for k, v in versions.items())):
+        raise _field_error(source, "state_versions", "an object of module paths to non-negative integers", versions)
     digest = meta.get("checksum")
     if digest is not None and not (isinstance(digest, str) and digest.startswith("sha256:") and len(digest) == 71):
         raise _field_error(source, "checksum", "'sha256:' and 64 hex digits", digest)
@@ -254,6 +275,9 @@ def build_from_meta(meta: Mapping[str, Any], factory: Any = None, source: str = 
 
         what = f"{source}: the factory {meta['factory']['target']!r} with the metadata's 'factory.kwargs'"
         build = lambda: build_from_spec(meta["factory"], factory, source)  # noqa: E731
+    elif meta.get("hf") is not None:
+        what = f"{source}: the {meta['hf']['class']} its metadata describes"
+        build = lambda: build_hf(meta["hf"], source)  # noqa: E731
     else:
         from .models import create_model
 
@@ -277,11 +301,39 @@ def build_from_meta(meta: Mapping[str, Any], factory: Any = None, source: str = 
         model = apply_plan(model, plan)
         if meta.get("cfg") is not None:
             model.prunekit_cfg = meta["cfg"]
+    if meta.get("hf") is not None:
+        finish_hf(model, meta["hf"], source)
     return model
 
 
-def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model``; any missing/unexpected key or shape mismatch is a CheckpointError."""
+def state_versions(state: Mapping[str, Any]) -> dict[str, int]:
+    """``{module path: version}`` from a state_dict's ``_metadata`` (the modules that version their state)."""
+    out: dict[str, int] = {}
+    for prefix, local in (getattr(state, "_metadata", None) or {}).items():
+        v = local.get("version") if isinstance(local, Mapping) else None
+        if isinstance(v, Integral) and not isinstance(v, bool):
+            out[str(prefix)] = int(v)
+    return out
+
+
+def with_versions(model: nn.Module, state: Mapping[str, torch.Tensor],
+                  versions: Mapping[str, int] | None = None) -> "OrderedDict[str, torch.Tensor]":
+    """``state`` as a state_dict whose ``_metadata`` gives each module its version: ``versions`` (as saved), else
+    those ``state`` carries, else the version of ``model``'s own module (a file written without them)."""
+    own = getattr(model.state_dict(keep_vars=True), "_metadata", None) or {}
+    meta: OrderedDict[str, dict[str, Any]] = OrderedDict((k, dict(v)) for k, v in own.items())
+    given = state_versions(state) if versions is None else versions
+    for prefix, v in given.items():
+        meta.setdefault(prefix, {})["version"] = int(v)
+    out: OrderedDict[str, torch.Tensor] = OrderedDict(state.items())
+    out._metadata = meta  # type: ignore[attr-defined]
+    return out
+
+
+def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                      versions: Mapping[str, int] | None = None) -> None:
+    """Load ``state`` into ``model``; any missing/unexpected key or shape mismatch is a CheckpointError.
+    ``versions``: the modules' state_dict versions (``{module path: version}``, see :func:`with_versions`)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -293,7 +345,7 @@ def load_state_strict(model: nn.Module, state: Mapping[str, torch.Tensor], sourc
         if tuple(v.shape) != tuple(own[k].shape):
             raise CheckpointError(f"{source}: tensor {k!r} has shape {tuple(v.shape)}, the model expects "
                                   f"{tuple(own[k].shape)}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(with_versions(model, state, versions), strict=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
@@ -329,7 +381,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             raise CheckpointError(f"checkpoint {path} holds a {held!r} model, not {expect_model!r}")
     model = build_from_meta(meta, factory, str(path))
     _restore_dtypes(model, meta.get("dtype"), state)
-    load_state_strict(model, state, str(path))
+    load_state_strict(model, state, str(path), meta.get("state_versions"))
     _warn_non_finite(state, str(path))
     if masks:
         from .pruning.masks import check_masks
@@ -353,8 +405,9 @@ def _restore_dtypes(model: nn.Module, dtype: str | None, state: Mapping[str, tor
 def _warn_non_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
-        warn_user(f"{source}: {len(bad)} tensor(s) hold NaN or inf values ({', '.join(bad[:3])}"
-                  f"{', ...' if len(bad) > 3 else ''}); the model's outputs will not be meaningful")
+        cause = f"{source}: {len(bad)} tensor(s) hold NaN or inf values ({', '.join(bad[:3])}" \
+                f"{', ...' if len(bad) > 3 else ''})"
+        warn_user(NonFiniteWarning(f"{cause}; the model's outputs will not be meaningful", cause))
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", factory: Any = None

@@ -20,7 +20,7 @@ from ...errors import PrunekitError
 from ..calibrated.blocks import find_blocks
 from .capture import as_inputs, call_model
 from .plan import apply_plan, new_plan
-from .result import StructuredResult
+from .result import StructuredResult, carry_identity
 from .verify import output_difference
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,7 @@ def prune_depth(model: nn.Module, example: Any, n: int, *, data: Iterable | None
     plan = new_plan(getattr(model, "prunekit_name", None), method="depth")
     plan["depth"] = containers
     pruned = apply_plan(copy.deepcopy(model), plan)
-    for attr in ("prunekit_name", "num_classes", "in_channels", "prunekit_factory", "prunekit_input_size",
-                 "prunekit_options"):
-        if hasattr(model, attr):
-            setattr(pruned, attr, copy.deepcopy(getattr(model, attr)))
+    carry_identity(model, pruned)
     info = {"depth": {"removed": [chain.names[i] for i in gone], "blocks": len(chain.names),
                       "influence": {chain.names[i]: round(bi[i], 6) for i in range(len(bi))}}}
     res = StructuredResult(model=pruned, plan=plan, keep={}, rows=[], info=info, step_plan=plan)

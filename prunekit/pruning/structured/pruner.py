@@ -28,7 +28,7 @@ from .heads import attention_attrs, attention_table, removed_roots
 from .hf import block_index, derived_head_dim, describable, hf_config, is_hf_model
 from .importance import CRITERIA, accumulate_gradients, all_scores
 from .plan import Plan, apply_plan, compose_plans, new_plan
-from .result import StructuredResult
+from .result import StructuredResult, carry_identity
 from .selection import check_round_to, global_order, global_take, search, select_uniform, top_units
 from .verify import check_exact
 
@@ -117,10 +117,7 @@ def rebuild(model: nn.Module, step_plan: Plan) -> tuple[nn.Module, Plan]:
     cfg = _zoo_cfg(sliced)
     step_plan = dict(step_plan, cfg=cfg)
     total = compose_plans(getattr(model, "prunekit_plan", None), step_plan)
-    for attr in ("prunekit_name", "num_classes", "in_channels", "prunekit_factory", "prunekit_input_size",
-                 "prunekit_options"):
-        if hasattr(model, attr):
-            setattr(sliced, attr, copy.deepcopy(getattr(model, attr)))
+    carry_identity(model, sliced)
     sliced.prunekit_cfg = cfg  # None: the pruned shapes are not expressible as a zoo cfg (the plan rebuilds them)
     sliced.prunekit_plan = total
     sliced.train(model.training)

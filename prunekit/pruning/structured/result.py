@@ -1,13 +1,32 @@
 """The result of a structured prune (channels, heads, blocks): one type for every path."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch.nn as nn
 
+from ...models.hf import hf_spec
 from .graph import DependencyGraph
 from .plan import Plan
+
+
+#: What a pruned copy keeps of how its model was built (zoo name, factory, Hugging Face class and config, ...).
+IDENTITY_ATTRS = ("prunekit_name", "num_classes", "in_channels", "prunekit_factory", "prunekit_input_size",
+                  "prunekit_options", "prunekit_hf")
+
+
+def carry_identity(src: nn.Module, dst: nn.Module) -> None:
+    """Copy ``src``'s build identity to its pruned copy ``dst``; a Hugging Face model records its dense class and
+    config (``prunekit_hf``), which its checkpoints rebuild before the plan slices it."""
+    for attr in IDENTITY_ATTRS:
+        if hasattr(src, attr):
+            setattr(dst, attr, copy.deepcopy(getattr(src, attr)))
+    if not hasattr(dst, "prunekit_hf"):
+        spec = hf_spec(src)
+        if spec is not None:
+            dst.prunekit_hf = spec
 
 
 @dataclass
