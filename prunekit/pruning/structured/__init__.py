@@ -15,6 +15,7 @@
 Extension API: :func:`register_module_rule`, :func:`register_function_rule`, :func:`register_method_rule`.
 """
 from . import zoo_rules  # noqa: F401  (registers the rules of prunekit's own layers)
+from . import cnn_rules  # noqa: F401  (functional norms/convs/linears, transposed convs, detection ops)
 from .api import StructuredReport, prune_and_report
 from .graph import DependencyGraph, Group, build_graph
 from .latency_target import prune_to_latency

@@ -668,17 +668,6 @@ def channel_mixing_module(ctx: RuleContext) -> Ch:
     return Ch(c.cdim, c.labels)
 
 
-def multihead_attention(ctx: RuleContext) -> tuple:
-    """``nn.MultiheadAttention``: the embedding dim is shared by q/k/v and the output (FIXED); heads are kept."""
-    opaque_rule(ctx)
-    out = ctx.out
-    first = out[0] if isinstance(out, (tuple, list)) else out
-    res = Ch(first.dim() - 1, ctx.fixed(first.shape[-1]))
-    if isinstance(out, (tuple, list)):
-        return (res,) + tuple(OPAQUE for _ in out[1:])
-    return res
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the built-in tables
 
@@ -705,7 +694,6 @@ MODULE_RULES[nn.Softmax] = channel_mixing_module
 MODULE_RULES[nn.LogSoftmax] = channel_mixing_module
 MODULE_RULES[nn.Softmax2d] = lambda ctx: (ctx.fix(ctx.ch(0)), OPAQUE)[1]
 MODULE_RULES[nn.Flatten] = reshape
-MODULE_RULES[nn.MultiheadAttention] = multihead_attention
 MODULE_RULES[nn.ChannelShuffle] = opaque_rule
 MODULE_RULES[nn.PixelShuffle] = opaque_rule
 MODULE_RULES[nn.PixelUnshuffle] = opaque_rule

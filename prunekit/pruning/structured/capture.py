@@ -278,6 +278,8 @@ class Capture:
             self.active = False
             pre.remove()
             post.remove()
+            # torch's handle does not forget that the hook took kwargs; leave no trace in the global tables
+            getattr(nn_module, "_global_forward_hooks_with_kwargs", {}).pop(post.id, None)
 
 
 def iter_tensors(v: Any) -> Iterator[torch.Tensor]:

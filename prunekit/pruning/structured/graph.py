@@ -200,7 +200,7 @@ class DependencyGraph:
         if isinstance(a, torch.Tensor):
             hit = self.chs.get(id(a))
             return hit[1] if hit is not None and hit[0] is a else R.OPAQUE
-        if isinstance(a, (list, tuple)):
+        if isinstance(a, (list, tuple)) and not isinstance(a, torch.Size):  # a Size has no channels
             return type(a)(self.ch_of(x) for x in a) if not hasattr(a, "_fields") else tuple(self.ch_of(x) for x in a)
         return None
 

@@ -47,7 +47,7 @@ def _per_unit(values: torch.Tensor, positions: list[list[int]], how: str = "sum"
 
 def _out_dim(m: nn.Module) -> int:
     """The weight dim of a producer's output channels (an embedding's vectors are its columns)."""
-    return 1 if isinstance(m, nn.Embedding) else 0
+    return 1 if isinstance(m, (nn.Embedding, nn.modules.conv._ConvTransposeNd)) else 0
 
 
 def _reduce(scores: list[np.ndarray], reduction: str) -> np.ndarray:

@@ -159,11 +159,12 @@ def _slice_conv(name: str, m: nn.modules.conv._ConvNd, entry: Mapping[str, Any])
     do_out = "out" in entry and _needs_slice(name, "out", m.out_channels, entry)
     dev = m.weight.device
     w = m.weight.data
+    tr = isinstance(m, nn.modules.conv._ConvTransposeNd)  # weight (in, out, ...): its rule allows groups=1 only
     if do_out:
         out = entry["out"]
         if g > 1 and not depthwise:
             _local(name, out, g, m.out_channels // g, "output")
-        w = w.index_select(0, torch.tensor(out, dtype=torch.long, device=dev))
+        w = w.index_select(1 if tr else 0, torch.tensor(out, dtype=torch.long, device=dev))
         if m.bias is not None:
             m.bias = _param(m.bias.data.index_select(0, torch.tensor(out, dtype=torch.long, device=dev)), m.bias)
         m.out_channels = len(out)
@@ -175,7 +176,7 @@ def _slice_conv(name: str, m: nn.modules.conv._ConvNd, entry: Mapping[str, Any])
             local = _local(name, idx, g, m.in_channels // g, "input")
             w = w.index_select(1, torch.tensor(local, dtype=torch.long, device=dev))
         else:
-            w = w.index_select(1, torch.tensor(idx, dtype=torch.long, device=dev))
+            w = w.index_select(0 if tr else 1, torch.tensor(idx, dtype=torch.long, device=dev))
         m.in_channels = len(idx)
     if depthwise and m.out_channels % m.groups:
         raise CheckpointError(f"channel plan: depthwise conv {name!r} would have {m.out_channels} outputs for "

@@ -29,8 +29,10 @@ import torch.nn.functional as F
 
 from . import builtin_rules  # noqa: F401  (the generic tables first; these entries replace theirs)
 from . import multidim as M
+from ...errors import CheckpointError
+from ...models.attention import SlicedMultiheadAttention
 from .rules import (FUNCTION_RULES, METHOD_RULES, MODULE_PREDICATE_RULES, MODULE_RULES, OPAQUE, Ch, RuleContext,
-                    opaque_rule)
+                    opaque_rule, register_module_rule)
 
 
 def _keep_whole(ctx: RuleContext, why: str) -> object:
@@ -170,10 +172,67 @@ for _f in (torch.matmul, torch.bmm, operator.matmul):
 for _m in ("matmul", "bmm"):
     METHOD_RULES[_m] = matmul
 FUNCTION_RULES[F.scaled_dot_product_attention] = sdpa
+def multihead_attention(ctx: RuleContext) -> Any:
+    """``nn.MultiheadAttention`` as self-attention (query, key and value the same tensor): whole heads are units
+    (rows of q, k and v in ``in_proj_weight``, columns of ``out_proj``), the input width is ``in_proj_weight``'s
+    columns and the output width ``out_proj``'s rows. Any other use keeps it whole."""
+    m: nn.MultiheadAttention = ctx.module
+    x = ctx.arg(0, "query")
+    same = ctx.arg(1, "key") is x and ctx.arg(2, "value") is x
+    out = ctx.out[0] if isinstance(ctx.out, (tuple, list)) else ctx.out
+    if not same or not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn or \
+            m.in_proj_weight is None or not isinstance(out, torch.Tensor):
+        return _mha_whole(ctx)
+    c = ctx.ch(0)
+    name, h, d = ctx.name, m.num_heads, m.head_dim
+    heads = ctx.new(h * d).reshape(h, d)
+    ctx.union(np.repeat(heads[:, :1], d, axis=1).reshape(-1), heads.reshape(-1))  # whole heads
+    rows = np.concatenate([heads.reshape(-1)] * 3)
+    w = f"{name}.in_proj_weight"
+    ctx.site("param", f"{w}@0", rows, param=w, dim=0)
+    if m.in_proj_bias is not None:
+        ctx.site("param", f"{name}.in_proj_bias@0", rows, param=f"{name}.in_proj_bias", dim=0)
+    last = x.dim() - 1
+    in_labels = c.labels if isinstance(c, Ch) and c.cdim == last and c.param is None and not c.inner else None
+    if in_labels is None:
+        ctx.fix(c)
+        in_labels = ctx.fixed(x.shape[-1])
+    ctx.site("param", f"{w}@1", in_labels, param=w, dim=1)
+    ctx.site("custom", name, heads.reshape(-1))
+    ctx.site("in", f"{name}.out_proj", heads.reshape(-1), module_type="linear")
+    new = ctx.new(m.out_proj.out_features)
+    ctx.site("out", f"{name}.out_proj", new, module_type="linear", spatial=(), tokens=x.numel() // x.shape[-1])
+    ctx.graph.attention.append({"module": name, "labels": heads.copy(), "heads": h, "head_dim": d})
+    res = Ch(out.dim() - 1, new)
+    return (res,) + tuple(OPAQUE for _ in ctx.out[1:]) if isinstance(ctx.out, (tuple, list)) else res
+
+
+def _mha_whole(ctx: RuleContext) -> Any:
+    opaque_rule(ctx)
+    out = ctx.out
+    first = out[0] if isinstance(out, (tuple, list)) else out
+    res = Ch(first.dim() - 1, ctx.fixed(first.shape[-1]))
+    if ctx.graph.current_module not in ctx.graph.kept_whole:
+        ctx.graph.kept_whole.append(ctx.graph.current_module)
+    return (res,) + tuple(OPAQUE for _ in out[1:]) if isinstance(out, (tuple, list)) else res
+
+
+def mha_slicer(m: nn.Module, kept: list, full: int) -> None:
+    """Make an ``nn.MultiheadAttention`` work on the ``kept`` of its ``full`` head positions (whole heads)."""
+    d = m.head_dim
+    if len(kept) % d:
+        raise CheckpointError(f"channel plan: attention keeps {len(kept)} of {full} positions, not whole heads of {d}")
+    if not isinstance(m, SlicedMultiheadAttention):
+        m.__class__ = SlicedMultiheadAttention
+    m.num_heads = len(kept) // d
+
+
 MODULE_RULES[nn.Embedding] = embedding
 MODULE_RULES[nn.LayerNorm] = stream_norm
 MODULE_RULES[nn.RMSNorm] = stream_norm
 MODULE_PREDICATE_RULES.append((_is_library_norm, stream_norm))
+register_module_rule(nn.MultiheadAttention, multihead_attention, slicer=mha_slicer)
 matmul.multidim = True  # type: ignore[attr-defined]
 sdpa.multidim = True  # type: ignore[attr-defined]
 stream_norm.multidim = True  # type: ignore[attr-defined]
+multihead_attention.multidim = True  # type: ignore[attr-defined]

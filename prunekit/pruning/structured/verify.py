@@ -91,6 +91,13 @@ def zeroed_reference(model: nn.Module, step_plan: Mapping[str, Any]) -> nn.Modul
                 m.bias[gone] = 0.0
         elif m is not None and _stream_norm(m):
             _replace(ref, name, KeptStatsNorm(m, list(entry["out"]), int(entry["out_full"])))
+    for entry in step_plan.get("params", {}).values():  # free parameters: removed positions read as 0
+        owner, _, attr = entry["param"].rpartition(".")
+        t = getattr(ref.get_submodule(owner) if owner else ref, attr, None)
+        if isinstance(t, torch.Tensor):
+            gone = sorted(set(range(entry["full"])) - set(entry["kept"]))
+            if gone:
+                t.data.index_fill_(int(entry["dim"]), torch.tensor(gone, dtype=torch.long, device=t.device), 0.0)
     for name, entry in step_plan.get("modules", {}).items():
         if "in" not in entry or name not in mods:
             continue
@@ -105,7 +112,9 @@ def zeroed_reference(model: nn.Module, step_plan: Mapping[str, Any]) -> nn.Modul
             m.weight[:, cols] = 0.0
         elif isinstance(m, nn.modules.conv._ConvNd):
             g = m.groups
-            if g == 1:
+            if isinstance(m, nn.modules.conv._ConvTransposeNd):  # weight (in, out, ...), groups=1
+                m.weight[removed] = 0.0
+            elif g == 1:
                 m.weight[:, removed] = 0.0
             elif m.weight.shape[1] > 1:  # grouped: input p is local p % n_in of group p // n_in
                 n_in, n_out = m.in_channels // g, m.out_channels // g
@@ -116,11 +125,17 @@ def zeroed_reference(model: nn.Module, step_plan: Mapping[str, Any]) -> nn.Modul
 
 
 @torch.no_grad()
-def output_gap(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor]) -> tuple[float, float]:
+def output_gap(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor],
+               details: dict[str, Any] | None = None) -> tuple[float, float]:
     """``(max |a(x) − b(x)|, max |a(x)|)`` over all outputs, both models in eval mode (their modes restored).
 
     The one exactness helper: structured pruning compares against :func:`zeroed_reference` with it, export's BN
     folding against the unfolded model. Outputs of other shapes are a :class:`PrunekitError`.
+
+    Models whose final outputs depend on data (detections chosen by ``topk``/NMS) may name the outputs to compare:
+    ``a.prunekit_compare(output)`` returns the tensors before post-processing (the head outputs); only those must
+    match, and ``details`` (a dict, when given) gets ``"compared"`` (which outputs) and ``"final_outputs"``
+    (whether the post-processed outputs are equal too).
 
     >>> a = nn.Linear(3, 2)
     >>> output_gap(a, a, (torch.ones(1, 3),))[0]
@@ -130,10 +145,21 @@ def output_gap(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor]) -> t
     a.eval()
     b.eval()
     try:
-        ya, yb = flat_tensors(call_model(a, example)), flat_tensors(call_model(b, example))
+        oa, ob = call_model(a, example), call_model(b, example)
     finally:
         a.train(wa)
         b.train(wb)
+    pick = getattr(a, "prunekit_compare", None)
+    ya, yb = (flat_tensors(pick(oa)), flat_tensors(pick(ob))) if pick is not None else \
+        (flat_tensors(oa), flat_tensors(ob))
+    if details is not None:
+        details["compared"] = "outputs before post-processing (prunekit_compare)" if pick else "all outputs"
+        if pick is not None:
+            fa, fb = flat_tensors(oa), flat_tensors(ob)
+            same = len(fa) == len(fb) and all(x.shape == y.shape and torch.allclose(x.float(), y.float(),
+                                                                                    rtol=1e-5, atol=1e-5)
+                                              for x, y in zip(fa, fb))
+            details["final_outputs"] = "equal" if same else "differ (data-dependent post-processing)"
     if len(ya) != len(yb) or any(x.shape != y.shape for x, y in zip(ya, yb)):
         raise PrunekitError("the pruned model's outputs have other shapes than the original's")
     diff = max(float((x.float() - y.float()).abs().max()) for x, y in zip(ya, yb)) if ya else 0.0
@@ -141,9 +167,10 @@ def output_gap(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor]) -> t
     return diff, scale
 
 
-def output_difference(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor]) -> tuple[float, float]:
+def output_difference(a: nn.Module, b: nn.Module, example: Sequence[torch.Tensor],
+                      details: dict[str, Any] | None = None) -> tuple[float, float]:
     """``(max |a(x) − b(x)|, that divided by max |a(x)|)`` over all outputs (see :func:`output_gap`)."""
-    diff, scale = output_gap(a, b, example)
+    diff, scale = output_gap(a, b, example, details)
     return diff, diff / scale if scale > 0 else diff
 
 
@@ -158,7 +185,7 @@ def check_exact(original: nn.Module, result: Any, example: Sequence[torch.Tensor
     ``rel_diff`` in ``result.info``; raise if the relative difference exceeds ``tolerance`` (a bug, not a user
     error: it keeps its traceback)."""
     ref = zeroed_reference(original, step_plan_of(result))
-    diff, rel = output_difference(ref, result.model, example)
+    diff, rel = output_difference(ref, result.model, example, result.info)
     result.info["max_abs_diff"] = diff
     result.info["rel_diff"] = rel
     if rel > tolerance:
