@@ -19,9 +19,11 @@ import torch
 
 from .train import seed_logs_option
 from ..errors import PrunekitError, UnknownNameError, check_number
-from ..options import CommonOptions, LatencyOptions, ScopeOptions, option, redefault
+from ..options import CalibrationOptions, CommonOptions, LatencyOptions, ScopeOptions, option, redefault
 from ..pruning.unstructured import DEFAULT_KINDS, METHODS
-from . import prune_structured
+from ..models.hf import is_hf_folder
+from . import prune_calibrated, prune_hf, prune_structured
+from .prune_calibrated import CALIBRATED_METHODS
 from .prune_structured import STRUCTURED_METHODS, StructuredOptions, _given
 
 _W = "weight-level pruning (--method " + ", ".join(METHODS) + ")"
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class PruneOptions(StructuredOptions, ScopeOptions, LatencyOptions, CommonOptions):
+class PruneOptions(StructuredOptions, CalibrationOptions, ScopeOptions, LatencyOptions, CommonOptions):
     """Options of ``prunekit prune`` (weight-level and structured methods); ``execute(opts)`` runs them.
 
     Example::
@@ -47,7 +49,8 @@ class PruneOptions(StructuredOptions, ScopeOptions, LatencyOptions, CommonOption
         "its natural input and classes; a checkpoint, digits)"))
     latency_batch: int | None = redefault(LatencyOptions, "latency_batch", None,
                                           help="--target-latency: batch size of the latency measurements (default 1)")
-    method: str | None = option(None, help=f"weight-level: {', '.join(METHODS)}; structured: "
+    method: str | None = option(None, help=f"weight-level: {', '.join(METHODS)}; calibrated (--calibration): "
+                                f"{', '.join(CALIBRATED_METHODS)}; structured: "
                                 f"{', '.join(STRUCTURED_METHODS)}", required=True)
     ratio: float | None = option(None, float, "fraction of the in-scope weights to prune: exactly round(ratio*N) "
                                  "(per layer for layerwise); with --method l1-filter the fraction of every channel "
@@ -79,15 +82,16 @@ def check_combination(opts: Any) -> None:
     from .common import parse_input_size
 
     parse_input_size(opts.input_size)
+    prune_calibrated.check_args(opts)
     if opts.method in STRUCTURED_METHODS:
         if opts.ratio is not None:
             check_number("--ratio", opts.ratio, low=0.0, high=1.0, high_open=True)
         prune_structured.check_args(opts)
         return
-    if opts.method not in METHODS:
-        valid = ", ".join(METHODS + STRUCTURED_METHODS)
+    if opts.method not in METHODS + CALIBRATED_METHODS:
+        valid = ", ".join(METHODS + CALIBRATED_METHODS + STRUCTURED_METHODS)
         raise UnknownNameError(f"unknown pruning method {opts.method!r}; valid: {valid}")
-    if opts.ratio is None:
+    if opts.ratio is None and opts.method not in CALIBRATED_METHODS:
         raise PrunekitError(f"--method {opts.method} needs --ratio R (fraction of weights to prune, e.g. 0.8)")
     foreign = [f"--{k.replace('_', '-')}" for k in ("percent", "plan", "stage_ratios", "rounds", "skip", "target_macs",
                                                     "target_params", "target_latency", "criterion")
@@ -126,14 +130,18 @@ def execute(opts: PruneOptions) -> int:
     from ..factory import is_factory_name
 
     if opts.dataset is None and (opts.checkpoint or opts.method not in STRUCTURED_METHODS) and \
-            not is_factory_name(opts.model):
+            not is_factory_name(opts.model) and not is_hf_folder(opts.model):
         # a checkpoint (and weight-level pruning) keeps the old default; a fresh structured prune of a zoo or user
         # model takes the model's natural input instead
         opts.dataset = DEFAULT_DATASET
+    if opts.method in STRUCTURED_METHODS and is_hf_folder(opts.model):
+        return prune_hf.run(opts)
     if opts.method in STRUCTURED_METHODS:
         if opts.seed_logs:
             log.warning("--seed-logs writes seed files for weight-level methods only")
         return prune_structured.run_structured(opts)
+    if opts.method in CALIBRATED_METHODS:
+        return prune_calibrated.run(opts)
     from ..checkpoint import save_model
     from ..pruning.masks import apply_masks
     from ..pruning.reports import markdown_report, write_prune_report

@@ -87,9 +87,21 @@ class StructuredOptions(Options):
                                  low=1, high=100000, group=_G)
     latency_batch_sizes: list[int] = option([1, 64], int, "CPU latency batch sizes", many=True, low=1, high=65536,
                                             group=_G)
-    latency_repeats: int = option(10, int, "timed passes per latency measurement", low=1, high=100000, group=_G)
+    latency_repeats: int | None = option(None, int, "timed passes per model and batch size at most (default: as many "
+                                         "as --latency-budget allows, up to 100)", low=1, high=100000, group=_G)
     latency_threads: int | None = option(None, int, "torch CPU threads while timing (default: torch's current "
                                          "setting)", low=1, high=4096, group=_G)
+    kinds: list[str] = option(None, help="what may be pruned: heads, hidden, channels (default all; heads and "
+                              "hidden exist in transformers)", many=True, choices=("heads", "hidden", "channels"),
+                              group=_G)
+    depth: int = option(0, int, "remove this many whole blocks first (lowest block influence)", low=0, high=10000,
+                        group=_G)
+    head_dims: bool = option(False, bool, "transformers: heads lose dims instead of whole heads (not with rotary "
+                             "embeddings)", group=_G)
+    seq_len: int = option(32, int, "Hugging Face text models: length of the random example token ids", low=1,
+                          high=1 << 20, group=_G)
+    example_text: str | None = option(None, help="Hugging Face text models: example text for the folder's "
+                                      "tokenizer", group=_G)
     input_size: Any = option(None, help="C,H,W for tracing, FLOPs and latency (default: the dataset's image size, "
                              "else the model's natural input, e.g. 3,32,32 for the CIFAR zoo and 3,224,224 for "
                              "ImageNet models)", raw=True, group=_G)
@@ -124,14 +136,17 @@ def check_args(args: Any) -> None:
         raise PrunekitError(f"give one of {', '.join(budgets)}")
     _check_latency_args(args)
     if budgets:
-        if m != "l1-filter":
-            raise PrunekitError(f"{budgets[0]} applies to --method l1-filter (with --criterion bn for BN-γ "
+        if m not in ("structured", "l1-filter"):
+            raise PrunekitError(f"{budgets[0]} applies to --method structured (with --criterion bn for BN-γ "
                                 f"importance); --method {m} takes --percent")
         if paper:
             raise PrunekitError(f"{', '.join(paper)} are the papers' rules; they do not combine with {budgets[0]}")
         if args.global_ranking and args.ratio is None:
             raise PrunekitError("--global goes with --ratio (budgets --target-* always rank globally)")
         return
+    if m == "structured":
+        raise PrunekitError("--method structured needs --ratio R, --target-macs F, --target-params F or "
+                            "--target-latency F")
     paper_criteria = (None, "l1", "random") if m == "l1-filter" else (None,)
     if generic_only or args.criterion not in paper_criteria:
         extra = generic_only + ([f"--criterion {args.criterion}"] if args.criterion not in paper_criteria else [])
@@ -213,10 +228,13 @@ def run_structured(args: Any) -> int:
         data=_taylor_batches(args, model) if args.criterion == "taylor" and _generic(args) else None,
         seed=args.seed, strict_empty=args.strict_empty, masks=ckpt.masks, latency_runtime=args.latency_runtime,
         latency_batch=args.latency_batch, latency_threads=args.latency_threads,
-        latency_batch_sizes=args.latency_batch_sizes, latency_repeats=args.latency_repeats,
-        device=_latency_device(args.device), evaluate=_evaluator(args, test_ds) if evaluate_acc else None, source=args.checkpoint or name)
+        latency_batch_sizes=(),  # timed below: before and after in turn, within --latency-budget
+        device=_latency_device(args.device), evaluate=_evaluator(args, test_ds) if evaluate_acc else None,
+        source=args.checkpoint or name, kinds=list(args.kinds) or None, depth=args.depth, head_dims=args.head_dims)
     if fresh:
         rep.notes.insert(len(rep.warnings), f"planned on a freshly initialised {name} (no --checkpoint)")
+    timing, lat_lines = _time_before_after(model, rep, size, args)
+    rep.notes.extend(lat_lines)
     out = out_dir(args)
     extra = {"method": args.method, **rep.dense, "flops_convention": "macs (flops = 2*macs)",
              "flops_input_size": list(size), "params": rep.after["params"], "macs": rep.after["macs"],
@@ -235,6 +253,7 @@ def run_structured(args: Any) -> int:
                "ratios": {r["metric"]: r["ratio"] for r in rep.compare_rows()}, "accuracy": acc,
                "exactness_max_abs_diff": rep.exactness, "warnings": rep.warnings, "info": rep.info(),
                "rounds": rep.rounds, "criterion": args.criterion or "l1", "seed": args.seed, "dense": rep.dense,
+               "latency": timing,
                "files": ["model.safetensors", *OUTPUT_FILES]}
     write_json(out / "summary.json", summary)
     print(markdown_table(["metric", "before", "after", "before/after"],
@@ -242,12 +261,40 @@ def run_structured(args: Any) -> int:
                          precision=3))
     if rep.exactness is not None:
         print(f"exact: max |pruned - reference| = {rep.exactness:.3g}")
-    for line in rep.latency_lines:
+    for line in rep.latency_lines + lat_lines:
         print(line)
     for k, v in acc.items():
         print(f"top-1 {k}: {v:.2f}%")
     print(f"wrote {Path(out) / 'model.safetensors'} and reports in {out}")
     return 0
+
+
+def _time_before_after(model: torch.nn.Module, rep: Any, size: Any, args: Any) -> tuple[list[dict[str, Any]],
+                                                                                  list[str]]:
+    """Time the unpruned and the pruned model pass by pass in turn at each ``--latency-batch-sizes`` within
+    ``--latency-budget`` (at most ``--latency-repeats`` passes); put the medians in ``rep.before``/``rep.after``
+    (``latency_ms_b<N>``). Returns the summary entries and one report line per batch size."""
+    from ..metrics.latency import DEFAULT_MAX_PASSES, compare_latency
+
+    comps = compare_latency({"before": model, "after": rep.model}, size, batch_sizes=args.latency_batch_sizes,
+                            budget_s=args.latency_budget, threads=args.latency_threads,
+                            max_passes=args.latency_repeats or DEFAULT_MAX_PASSES,
+                            device=_latency_device(args.device))
+    if not comps:
+        return [], (["latency: not timed (--latency-budget 0)"] if args.latency_budget == 0 else [])
+    entries, lines = [], []
+    for c in comps:
+        speed = c.speedup("before", "after")
+        entries.append({**c.as_dict(), "speedup": None if speed is None else vars(speed)})
+        if c.skipped:
+            lines.append(f"latency {c.skipped}")
+            continue
+        b = c.batch_size
+        rep.before[f"latency_ms_b{b}"] = c.median("before")
+        rep.after[f"latency_ms_b{b}"] = c.median("after")
+        lines.append(f"latency batch {b}: before {c.reports['before'].spread()}, after "
+                     f"{c.reports['after'].spread()}; {speed.describe('pruned') if speed else ''}")
+    return entries, lines
 
 
 OUTPUT_FILES = ("plan.json", "groups.csv", "structured_report.csv", "structured_report.md", "channels.csv",

@@ -75,3 +75,28 @@ def finish_hf(model: nn.Module, spec: Mapping[str, Any], source: str) -> None:
     pruned = spec.get("pruned_config")
     if pruned is not None:
         model.config = _config(_transformers(), type(model), pruned, source)
+
+
+def is_hf_folder(path: Any) -> bool:
+    """A local folder holding a Hugging Face ``config.json``."""
+    import os
+
+    return isinstance(path, str) and os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json"))
+
+
+def load_hf_folder(path: str) -> nn.Module:
+    """The model saved in a local Hugging Face folder (config + safetensors), loaded offline by the class its config
+    names (``architectures``), in eval mode."""
+    tf = _transformers()
+    try:
+        cfg = tf.AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise PrunekitError(f"{path}: not a Hugging Face model folder prunekit can read ({exc})") from None
+    names = list(getattr(cfg, "architectures", None) or [])
+    cls = getattr(tf, names[0], None) if names else None
+    if not isinstance(cls, type) or not issubclass(cls, tf.PreTrainedModel):
+        raise PrunekitError(f"{path}: config.json names no transformers model class in 'architectures' ({names})")
+    try:
+        return cls.from_pretrained(path, local_files_only=True).eval()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise PrunekitError(f"{path}: cannot load the {cls.__name__} weights ({str(exc).splitlines()[0]})") from None

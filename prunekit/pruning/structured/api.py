@@ -20,11 +20,11 @@ import torch
 import torch.nn as nn
 
 from ...errors import PrunekitError, check_number
-from .pruner import StructuredResult
+from .pruner import KINDS, StructuredResult
 
 log = logging.getLogger(__name__)
 
-METHODS = ("l1-filter", "slimming", "slimming-mask")
+METHODS = ("structured", "l1-filter", "slimming", "slimming-mask")
 MASKED = "masked (removed channels zeroed)"
 
 
@@ -92,10 +92,12 @@ def prune_and_report(model: nn.Module, method: str = "l1-filter", *, input_size:
                      latency_threads: int | None = None, latency_batch_sizes: Sequence[int] = (1, 64),
                      latency_repeats: int = 10, device: str | torch.device = "cpu",
                      evaluate: Callable[[nn.Module], float] | None = None,
-                     source: str = "the model") -> StructuredReport:
+                     source: str = "the model", kinds: Sequence[str] | None = None, depth: int = 0,
+                     head_dims: bool = False) -> StructuredReport:
     """Prune ``model`` (left unchanged) with a structured ``method``; measure and verify it.
 
-    ``method``: ``l1-filter`` (``plan`` / ``ratios`` + ``skip`` / ``rounds``, ``criterion`` l1 or random; or any model
+    ``method``: ``structured`` (any model: ``ratio`` / ``target_*``, with ``kinds`` / ``depth`` / ``head_dims`` as
+    :func:`~.pruner.prune_structured` takes them), ``l1-filter`` (``plan`` / ``ratios`` + ``skip`` / ``rounds``, ``criterion`` l1 or random; or any model
     with ``ratio`` / ``target_macs`` / ``target_params`` / ``target_latency`` and ``criterion`` l1, l2, bn, taylor
     (``data``: a few ``(x, y)`` batches), random), ``slimming`` or ``slimming-mask`` (``percent``). ``masks``: weight
     masks the model carries (only slimming-mask keeps them). ``evaluate(model) -> top-1`` adds the accuracies.
@@ -121,7 +123,8 @@ def prune_and_report(model: nn.Module, method: str = "l1-filter", *, input_size:
         global_ranking=global_ranking, target_macs=target_macs, target_params=target_params,
         target_latency=target_latency, criterion=criterion, reduction=reduction, round_to=round_to,
         ignore=ignore, max_group_ratio=max_group_ratio, data=data, seed=seed, strict_empty=strict_empty,
-        latency_runtime=latency_runtime, latency_batch=latency_batch, latency_threads=threads, device=device)
+        latency_runtime=latency_runtime, latency_batch=latency_batch, latency_threads=threads, device=device,
+        extra={"kinds": tuple(kinds) if kinds else pruner_kinds(), "depth": depth, "head_dims": head_dims})
     pruned = res.model.eval()
     merged = merge_masks(masks, new_masks) if new_masks is not None else None
     from .reports import model_cost
@@ -151,7 +154,8 @@ def prune_and_report(model: nn.Module, method: str = "l1-filter", *, input_size:
 def _run_method(model: nn.Module, method: str, size: tuple[int, ...], *, plan, ratios, skip, rounds, percent,
                 ratio, global_ranking, target_macs, target_params, target_latency, criterion, reduction, round_to,
                 ignore, max_group_ratio, data, seed, strict_empty, latency_runtime, latency_batch, latency_threads,
-                device) -> tuple[StructuredResult, dict[str, torch.Tensor] | None, list[dict[str, Any]] | None]:
+                device, extra: Mapping[str, Any]) -> tuple[StructuredResult, dict[str, torch.Tensor] | None,
+                                                           list[dict[str, Any]] | None]:
     """Run the method; return ``(result, masks, round rows)``."""
     from . import l1_filter, pruner, slimming
 
@@ -167,8 +171,12 @@ def _run_method(model: nn.Module, method: str, size: tuple[int, ...], *, plan, r
         res = pruner.prune_structured(
             model, input_size=size, criterion=criterion or "l1", ratio=ratio, global_ranking=global_ranking,
             target_macs=target_macs, target_params=target_params, round_to=round_to, ignore=ignore,
-            reduction=reduction, max_group_ratio=max_group_ratio, data=data, seed=seed, strict_empty=strict_empty)
+            reduction=reduction, max_group_ratio=max_group_ratio, data=data, seed=seed, strict_empty=strict_empty,
+            **extra)
         return res, None, None
+    if method == "structured":
+        raise PrunekitError("--method structured needs --ratio R, --target-macs F, --target-params F or "
+                            "--target-latency F")
     if method == "l1-filter":
         crit = criterion or "l1"
         if rounds:
@@ -299,3 +307,8 @@ def _notes(rep: StructuredReport) -> list[str]:
     notes.extend(rep.latency_lines)
     notes.extend(f"top-1 {k}: {v:.2f}%" for k, v in rep.accuracy.items())
     return notes
+
+
+def pruner_kinds() -> tuple[str, ...]:
+    """Every kind of group (the default of :func:`~.pruner.prune_structured`)."""
+    return KINDS

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...errors import PrunekitError
 from . import multidim as M
 from .rules import (FUNCTION_RULES, METHOD_RULES, MODULE_RULES, OPAQUE, Ch, RuleContext, _like_first, _norm_dim,
                     elementwise, opaque_rule)
@@ -88,6 +89,10 @@ def _broadcast_multi(ctx: RuleContext, chs: list, out: torch.Tensor) -> Ch:
             continue
         off = on - v.dim()
         spanned = [d for d in dims if d - off >= 0 and v.shape[d - off] > 1]
+        if spanned and ctx.graph.options.get("head_dims") and dims[-1] in spanned:
+            raise PrunekitError(f"head_dims: module {ctx.graph.current_module!r} multiplies the head dims by a "
+                                "position table (rotary embeddings): removing dims would change the frequencies of "
+                                "the dims kept; prune whole heads instead (head_dims=False)")
         if spanned and not M.constant_along(ctx, ref, spanned):
             for _, c2 in chs:
                 ctx.fix(c2)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

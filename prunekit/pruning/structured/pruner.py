@@ -29,7 +29,7 @@ from .hf import block_index, derived_head_dim, describable, hf_config, is_hf_mod
 from .importance import CRITERIA, accumulate_gradients, all_scores
 from .plan import Plan, apply_plan, compose_plans, new_plan
 from .result import StructuredResult, carry_identity
-from .selection import check_round_to, global_order, global_take, search, select_uniform, top_units
+from .selection import check_round_to, global_order, global_take, keep_count, search, select_uniform, top_units
 from .verify import check_exact
 
 log = logging.getLogger(__name__)
@@ -312,6 +312,11 @@ def _select(graph: DependencyGraph, groups: Sequence[Group], scores: Mapping[str
             strict_empty: bool, notes: list[str]) -> dict[str, list[int]]:
     """Units to remove per group: per-group ratio, global ranking, or a MACs/params budget."""
     if ratio is not None and not global_ranking:
+        for g in groups:
+            if g.kind == "heads" and keep_count(g.size, float(ratio)) == 0:
+                raise PrunekitError(f"ratio {ratio} would remove every head of the attention of group {g.name} "
+                                    f"({g.size} units: heads, or key/value groups with their query heads); the "
+                                    f"largest ratio that keeps one is {(g.size - 1) / g.size:.4g}")
         return select_uniform(groups, scores, float(ratio), round_to, strict=strict_empty, notes=notes)
     by_name = {g.name: g for g in graph.groups}
     order = global_order(groups, scores, normalize)

@@ -180,7 +180,8 @@ def multihead_attention(ctx: RuleContext) -> Any:
     x = ctx.arg(0, "query")
     same = ctx.arg(1, "key") is x and ctx.arg(2, "value") is x
     out = ctx.out[0] if isinstance(ctx.out, (tuple, list)) else ctx.out
-    if not same or not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn or \
+    if not same or ctx.graph.options.get("head_dims") or not m._qkv_same_embed_dim or m.bias_k is not None or \
+            m.add_zero_attn or \
             m.in_proj_weight is None or not isinstance(out, torch.Tensor):
         return _mha_whole(ctx)
     c = ctx.ch(0)
