@@ -198,7 +198,7 @@ def roi_module(ctx: RuleContext) -> Any:
             ctx.union(labels, c.labels)
         else:
             return _keep(ctx)
-    for t in B_iter(ctx.args[1:]) + B_iter(list(ctx.kwargs.values())):
+    for t in _tensors_in(ctx.args[1:]) + _tensors_in(list(ctx.kwargs.values())):
         ctx.fix(ctx.graph.ch_of(t))
     out = ctx.out
     if labels is None or not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[1] != len(labels):
@@ -206,14 +206,14 @@ def roi_module(ctx: RuleContext) -> Any:
     return Ch(1, labels)
 
 
-def B_iter(v: Any) -> list[torch.Tensor]:  # noqa: N802  (a helper name local to this module)
+def _tensors_in(v: Any) -> list[torch.Tensor]:
     """Tensors among ``v`` (nested lists/tuples/dicts)."""
     if isinstance(v, torch.Tensor):
         return [v]
     if isinstance(v, (list, tuple)):
-        return [t for x in v for t in B_iter(x)]
+        return [t for x in v for t in _tensors_in(x)]
     if isinstance(v, dict):
-        return [t for x in v.values() for t in B_iter(x)]
+        return [t for x in v.values() for t in _tensors_in(x)]
     return []
 
 

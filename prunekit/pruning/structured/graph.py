@@ -266,6 +266,8 @@ class DependencyGraph:
                     flat = np.asarray(c.labels).reshape(-1)
                     self.uf.union_arrays(flat, np.zeros_like(flat))
                     self.chs[id(t)] = (t, R.OPAQUE)
+                    if path not in self.kept_whole:  # heads met an op without a rule for them: kept whole
+                        self.kept_whole.append(path)
         ctx = R.RuleContext(self, call, args, kwargs, out, module)
         try:
             result = rule(ctx)

@@ -287,6 +287,8 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
                                              for r in table) else "whole heads removed")
     if graph.kept_whole:
         res.info["attention_kept_whole"] = list(graph.kept_whole)
+        warn_user("attention kept whole (its heads meet ops prunekit has no head rule for) in module(s) "
+                  + ", ".join(repr(p or "<root>") for p in graph.kept_whole))
     if depth_res is not None:  # res.plan already starts from the depth-pruned model's plan (rebuild composes)
         res.info["depth"] = depth_res.info["depth"]
     if hf:

@@ -1,0 +1,249 @@
+"""Structured pruning of transformers: heads (GQA included), hidden width, MLP width, depth; Hugging Face round trips.
+
+Tiny random-init models (2 layers, hidden 32-64). Exactness is checked by prunekit against its reference and here
+again against an oracle built in the test (the dense weights sliced by hand, or the dense model with the removed
+heads' output columns zeroed).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import prunekit
+from prunekit.errors import PrunekitError
+
+transformers = pytest.importorskip("transformers")
+
+REL = 1e-5
+GEN = torch.Generator().manual_seed(1)
+
+
+def _llama(cls_name: str = "LlamaForCausalLM", attn: str = "sdpa", heads: int = 8, kv: int = 2) -> tuple:
+    cfg_cls = {"LlamaForCausalLM": "LlamaConfig", "Qwen2ForCausalLM": "Qwen2Config",
+               "MistralForCausalLM": "MistralConfig"}[cls_name]
+    cfg = getattr(transformers, cfg_cls)(vocab_size=96, hidden_size=64, intermediate_size=80, num_hidden_layers=2,
+                                         num_attention_heads=heads, num_key_value_heads=kv, head_dim=8,
+                                         max_position_embeddings=32)
+    cfg._attn_implementation = attn
+    torch.manual_seed(0)
+    model = getattr(transformers, cls_name)(cfg).eval()
+    return model, {"input_ids": torch.randint(0, 96, (2, 10), generator=GEN)}
+
+
+def _bert() -> tuple:
+    cfg = transformers.BertConfig(vocab_size=96, hidden_size=64, intermediate_size=80, num_hidden_layers=2,
+                                  num_attention_heads=4, max_position_embeddings=32, num_labels=3)
+    torch.manual_seed(0)
+    return (transformers.BertForSequenceClassification(cfg).eval(),
+            {"input_ids": torch.randint(0, 96, (2, 10), generator=GEN),
+             "attention_mask": torch.ones(2, 10, dtype=torch.long)})
+
+
+def _vit() -> tuple:
+    cfg = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=64, intermediate_size=80,
+                                 num_hidden_layers=2, num_attention_heads=4, num_labels=5)
+    torch.manual_seed(0)
+    return transformers.ViTForImageClassification(cfg).eval(), {"pixel_values": torch.randn(2, 3, 16, 16,
+                                                                                           generator=GEN)}
+
+
+def _logits(model: nn.Module, example: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**example).logits
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_gqa_heads_go_as_whole_key_value_groups_with_the_l1_ranking_written_here(attn):
+    model, ex = _llama(attn=attn)
+    res = prunekit.prune_structured(model, ex, ratio=0.5, kinds=("heads",))
+    assert res.info["rel_diff"] <= REL
+    for i, (dense, pruned) in enumerate(zip(model.model.layers, res.model.model.layers)):
+        a, p = dense.self_attn, pruned.self_attn
+        # oracle: a unit is one kv head + its 4 query heads; score = L1 of its q, k, v rows and o columns
+        q = a.q_proj.weight.abs().view(2, 4 * 8, 64).sum((1, 2))
+        k = a.k_proj.weight.abs().view(2, 8, 64).sum((1, 2))
+        v = a.v_proj.weight.abs().view(2, 8, 64).sum((1, 2))
+        o = a.o_proj.weight.abs().view(64, 2, 4 * 8).sum((0, 2))
+        best = int(torch.argmax(q + k + v + o))
+        assert p.k_proj.out_features == p.v_proj.out_features == 8 and p.q_proj.out_features == 32
+        assert torch.equal(p.k_proj.weight, a.k_proj.weight[best * 8:(best + 1) * 8])
+        assert torch.equal(p.q_proj.weight, a.q_proj.weight[best * 32:(best + 1) * 32])
+        assert torch.equal(p.o_proj.weight, a.o_proj.weight[:, best * 32:(best + 1) * 32])
+    # an independent reference: the dense model whose removed query heads write nothing (o_proj columns zeroed)
+    zeroed = _zero_heads(model, res)
+    assert torch.allclose(_logits(zeroed, ex), _logits(res.model, ex), rtol=0, atol=1e-5)
+    assert "grouped-query" in res.info["attention_note"]
+
+
+def _zero_heads(model: nn.Module, res) -> nn.Module:
+    import copy
+
+    ref = copy.deepcopy(model)
+    for dense, pruned in zip(ref.model.layers, res.model.model.layers):
+        kept = {tuple(r.tolist()) for r in pruned.self_attn.q_proj.weight}
+        rows = [i for i, r in enumerate(dense.self_attn.q_proj.weight) if tuple(r.tolist()) not in kept]
+        with torch.no_grad():
+            dense.self_attn.o_proj.weight[:, rows] = 0.0
+    return ref
+
+
+@pytest.mark.parametrize("cls_name", ["LlamaForCausalLM", "Qwen2ForCausalLM"])
+def test_llama_family_prunes_heads_mlp_and_hidden_and_reloads_with_from_pretrained(cls_name, tmp_path):
+    model, ex = _llama(cls_name)
+    res = prunekit.prune_structured(model, ex, ratio=0.5)
+    hf = res.info["hf"]
+    assert hf["loadable"], hf["reason"]
+    assert hf["config"] == {"num_attention_heads": [8, 4], "num_key_value_heads": [2, 1],
+                            "intermediate_size": [80, 40], "hidden_size": [64, 32]}
+    assert res.info["rel_diff"] <= REL
+    assert res.model.model.embed_tokens.weight.shape == (96, 32) and res.model.model.norm.weight.shape == (32,)
+    res.model.save_pretrained(tmp_path)
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert type(again).__name__ == cls_name
+    assert torch.allclose(_logits(again, ex), _logits(res.model, ex), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("build,auto", [(_bert, "AutoModelForSequenceClassification"),
+                                        (_vit, "AutoModelForImageClassification")])
+def test_bert_and_vit_keep_hidden_equal_to_heads_times_head_size_and_reload(build, auto, tmp_path):
+    model, ex = build()
+    res = prunekit.prune_structured(model, ex, ratio=0.3)
+    cfg = res.model.config
+    assert res.info["hf"]["loadable"], res.info["hf"]["reason"]
+    assert cfg.num_attention_heads == 2 and cfg.hidden_size == 2 * 16  # floor(4 * 0.7) heads of 16; hidden follows
+    assert res.info["rel_diff"] <= REL
+    res.model.save_pretrained(tmp_path)
+    again = getattr(transformers, auto).from_pretrained(tmp_path).eval()
+    assert torch.allclose(_logits(again, ex), _logits(res.model, ex), rtol=0, atol=1e-5)
+
+
+def test_non_uniform_prune_saves_in_prunekits_format_and_reloads_without_code(tmp_path):
+    model, ex = _llama()
+    res = prunekit.prune_structured(model, ex, ratio=0.4, global_ranking=True)
+    assert not res.info["hf"]["loadable"]  # layers differ: no stock config describes it
+    prunekit.save_model(res.model, tmp_path / "m.safetensors")
+    meta = json.loads(__import__("safetensors").safe_open(str(tmp_path / "m.safetensors"), "pt").metadata()
+                      ["prunekit"])
+    assert meta["hf"]["class"] == "LlamaForCausalLM" and meta.get("factory") is None
+    again = prunekit.load_model(tmp_path / "m.safetensors").eval()
+    assert torch.equal(_logits(again, ex), _logits(res.model, ex))
+
+
+def test_depth_removes_the_block_of_least_influence_exactly(tmp_path):
+    model, ex = _llama()
+    # oracle: BI = 1 - mean cos(in, out) of every decoder layer, computed here with hooks
+    seen = {}
+
+    def hook(i):
+        def f(m, args, kwargs, out):
+            x = args[0] if args else kwargs["hidden_states"]
+            y = out[0] if isinstance(out, tuple) else out
+            seen[i] = 1 - float(F.cosine_similarity(x.flatten(0, 1), y.flatten(0, 1), dim=-1).mean())
+        return f
+
+    hs = [blk.register_forward_hook(hook(i), with_kwargs=True) for i, blk in enumerate(model.model.layers)]
+    _logits(model, ex)
+    for h in hs:
+        h.remove()
+    drop = min(seen, key=seen.get)
+    res = prunekit.prune_structured(model, ex, ratio=0.25, depth=1, kinds=("channels",))
+    assert res.info["depth"]["removed"] == [f"model.layers.{drop}"]
+    assert len(res.model.model.layers) == 1 and res.model.config.num_hidden_layers == 1
+    assert res.model.model.layers[0].self_attn.layer_idx == 0
+    assert res.info["rel_diff"] <= REL and res.info["depth"]["rel_diff"] <= REL
+    res.model.save_pretrained(tmp_path)
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert torch.allclose(_logits(again, ex), _logits(res.model, ex), rtol=0, atol=1e-5)
+
+
+class _MHAViT(nn.Module):
+    """A torchvision-style encoder: nn.MultiheadAttention (need_weights=False) + MLP, pre-norm, class token."""
+
+    def __init__(self, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, 4)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, 17, dim))
+        self.ln1, self.ln2, self.ln = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.head = nn.Linear(dim, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        y = self.ln1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + self.mlp(self.ln2(x))
+        return self.head(self.ln(x)[:, 0])
+
+
+def test_multihead_attention_prunes_heads_and_width_and_reloads(tmp_path):
+    torch.manual_seed(0)
+    model = prunekit.factory.mark(_MHAViT().eval(), "tests.test_transformers_structured:_MHAViT", {})
+    x = torch.randn(2, 3, 16, 16, generator=GEN)
+    res = prunekit.prune_structured(model, x, ratio=0.5)
+    attn = res.model.attn
+    assert attn.num_heads == 2 and attn.in_proj_weight.shape == (3 * 16, 16) and res.model.cls.shape == (1, 1, 16)
+    assert res.info["rel_diff"] <= REL
+    prunekit.save_model(res.model, tmp_path / "m.safetensors")
+    again = prunekit.load_model(tmp_path / "m.safetensors", factory="tests.test_transformers_structured:_MHAViT")
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), res.model(x))
+
+
+def test_rotary_head_dims_and_a_ratio_that_empties_attention_are_clear_errors():
+    model, ex = _llama()
+    with pytest.raises(PrunekitError, match="rotary"):
+        prunekit.prune_structured(model, ex, ratio=0.5, head_dims=True)
+    with pytest.raises(PrunekitError, match="every head.*largest ratio that keeps one is 0.5"):
+        prunekit.prune_structured(model, ex, ratio=0.6)
+    with pytest.raises(PrunekitError, match="kinds"):
+        prunekit.prune_structured(model, ex, ratio=0.5, kinds=("heads", "blocks"))
+
+
+class _EinsumAttention(nn.Module):
+    """Attention written with einsum on a per-head mask: a form prunekit keeps whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj, self.head_dim = nn.Linear(16, 48), nn.Linear(16, 16), 4
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).view(x.shape[0], x.shape[1], 3, 4, 4).unbind(2)
+        w = torch.einsum("bqhd,bkhd->bhqk", q, k).softmax(-1)
+        y = torch.einsum("bhqk,bkhd->bqhd", w, v).reshape(x.shape[0], x.shape[1], 16)
+        return self.fc(self.proj(y).mean(1))
+
+
+def test_an_attention_form_without_rules_is_kept_whole_and_named():
+    model = _EinsumAttention().eval()
+    res = prunekit.prune_structured(model, torch.randn(2, 5, 16, generator=GEN), ratio=0.5)
+    assert res.model.qkv.out_features == 48 and res.model.proj.in_features == 16  # the heads stay
+    assert res.info["attention_kept_whole"] == [""]
+    assert res.info["rel_diff"] <= REL
+
+
+def test_cli_prunes_a_local_hugging_face_folder(tmp_path):
+    model, _ = _llama()
+    model.save_pretrained(tmp_path / "dense")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "prunekit", "prune", "--model", str(tmp_path / "dense"), "--method", "structured",
+           "--ratio", "0.5", "--out", str(out), "-q"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["hf"]["loadable"] and summary["after"]["num_attention_heads"] == 4
+    assert [r["heads_kept"] for r in summary["attention"]] == [4, 1, 1, 4, 1, 1]
+    again = transformers.AutoModelForCausalLM.from_pretrained(out / "hf")
+    assert prunekit.count_params(again) == summary["after"]["params"]
+    bad = subprocess.run(cmd[:5] + [str(tmp_path / "dense"), "--method", "structured", "--ratio", "0.6", "--out",
+                                    str(tmp_path / "o2")], capture_output=True, text=True, timeout=240)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "every head" in bad.stderr
