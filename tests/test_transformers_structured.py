@@ -247,3 +247,25 @@ def test_cli_prunes_a_local_hugging_face_folder(tmp_path):
     bad = subprocess.run(cmd[:5] + [str(tmp_path / "dense"), "--method", "structured", "--ratio", "0.6", "--out",
                                     str(tmp_path / "o2")], capture_output=True, text=True, timeout=240)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "every head" in bad.stderr
+
+
+def test_activation_criterion_keeps_the_channels_wanda_sp_ranks_highest():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4)).eval()
+    batches = [torch.randn(8, 12, generator=GEN) for _ in range(3)]
+    with torch.no_grad():  # oracle: |W2|·‖X‖ with X the ReLU outputs over every calibration row
+        x = torch.cat([torch.relu(model[0](b)) for b in batches])
+    score = model[2].weight.abs().sum(0) * x.norm(dim=0)
+    want = sorted(torch.topk(score, 5).indices.tolist())
+    res = prunekit.prune_structured(model, batches[0], ratio=0.5, criterion="activation", data=batches)
+    assert res.keep["0"] == want
+    assert res.info["rel_diff"] <= REL
+
+
+def test_taylor_takes_keyword_batches_with_labels():
+    model, ex = _llama()
+    batches = [{"input_ids": ex["input_ids"], "labels": ex["input_ids"]}]
+    res = prunekit.prune_structured(model, ex, ratio=0.5, criterion="taylor", data=batches)
+    assert res.info["rel_diff"] <= REL and res.info["hf"]["loadable"]
+    with pytest.raises(PrunekitError, match="labels"):
+        prunekit.prune_structured(model, ex, ratio=0.5, criterion="taylor", data=[dict(ex)])

@@ -189,6 +189,7 @@ class DependencyGraph:
         self.kept_whole: list[str] = []
         self.output_sites: list[SiteKey] = []
         self.made_by: dict[int, str] = {}
+        self.activation_norms: dict[str, Any] = {}  # filled for criterion "activation" (importance.activation_norms)
         self._path = ""
         for name, p in list(model.named_parameters(remove_duplicate=False)) + \
                 list(model.named_buffers(remove_duplicate=False)):

@@ -7,6 +7,9 @@ Criteria (``criterion=``):
   BatchNorm that feeds the selection;
 * ``"taylor"`` — first-order Taylor (Molchanov et al. 2019): ``(Σ w·∂L/∂w)²`` over the group's producer and norm
   parameters of each unit, with gradients accumulated over a few batches (:func:`accumulate_gradients`);
+* ``"activation"`` — activation-aware (Wanda-sp, An et al.'s FLAP family): for every consumer of the channels,
+  ``Σ_i |W_ij| · ‖X_j‖₂`` over its output rows ``i``, ``X_j`` the channel's inputs over calibration batches
+  (:func:`activation_norms`; the example inputs when no data is given);
 * ``"random"`` — seeded uniform scores (the baseline).
 
 A group with several sites of a kind (a residual stream: many convs and BNs) reduces the per-site scores with
@@ -15,16 +18,17 @@ column norm of their consumers when they have no norm either.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ...errors import PrunekitError, UnknownNameError
+from .capture import call_model
 from .graph import DependencyGraph, Group
 
-CRITERIA = ("l1", "l2", "bn", "taylor", "random")
+CRITERIA = ("l1", "l2", "bn", "taylor", "activation", "random")
 REDUCTIONS = ("sum", "mean", "max")
 
 
@@ -76,6 +80,8 @@ def group_scores(graph: DependencyGraph, g: Group, criterion: str = "l1", *, red
     if criterion == "random":
         gen = generator or torch.Generator().manual_seed(0)
         return torch.rand(g.size, generator=gen, dtype=torch.float64).numpy()
+    if criterion == "activation":
+        return _consumer_scores(graph, g, "activation", reduction)
     scores: list[np.ndarray] = []
     if criterion in ("l1", "l2"):
         for p in g.producers:
@@ -133,11 +139,51 @@ def _consumer_scores(graph: DependencyGraph, g: Group, criterion: str, reduction
             cols = _rows(m.weight, 1)
         else:
             continue
-        per = cols.abs().sum(1) if criterion == "l1" else (cols ** 2).sum(1)
+        if criterion == "activation":
+            norms = graph.activation_norms.get(c)
+            if norms is None:
+                continue
+            per = cols.abs().sum(1) * norms.to(torch.float64).sqrt()
+        else:
+            per = cols.abs().sum(1) if criterion == "l1" else (cols ** 2).sum(1)
         scores.append(_per_unit(per, g.positions[("in", c)]))
     if not scores:
+        if criterion == "activation":
+            return group_scores(graph, g, "l1", reduction=reduction)  # nothing reads it in a Linear/Conv
         raise PrunekitError(f"no importance for group {g.name}: it has no producer, norm or plain consumer")
     return _reduce(scores, reduction)
+
+
+@torch.no_grad()
+def activation_norms(model: nn.Module, names: Iterable[str], batches: Iterable[Any]) -> dict[str, torch.Tensor]:
+    """``‖X_j‖²`` of every input channel ``j`` of the Linear/Conv layers ``names`` over ``batches`` (model inputs:
+    tensors, ``(x, y)`` pairs, tuples or dicts of keyword inputs)."""
+    mods = dict(model.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    handles = []
+    for n in names:
+        m = mods.get(n)
+        if not isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)):
+            continue
+
+        def hook(mod: nn.Module, args: tuple, n: str = n) -> None:
+            x = args[0].detach().to(torch.float64)
+            per = (x ** 2).reshape(-1, x.shape[-1]).sum(0) if isinstance(mod, nn.Linear) else \
+                (x ** 2).transpose(0, 1).reshape(x.shape[1], -1).sum(1)
+            sums[n] = sums[n] + per.cpu() if n in sums else per.cpu()
+        handles.append(m.register_forward_pre_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            if isinstance(batch, (list, tuple)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch):
+                batch = batch[0]  # an (x, y) pair
+            call_model(model, batch)
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    return sums
 
 
 def accumulate_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable | None = None,
@@ -151,8 +197,16 @@ def accumulate_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable 
     n = 0
     try:
         with torch.enable_grad():
-            for x, y in batches:
-                loss = loss_fn(model(x.to(device)), y.to(device))
+            for batch in batches:
+                if isinstance(batch, Mapping):  # keyword inputs with labels: the model computes its loss
+                    out = model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+                    loss = out.get("loss") if isinstance(out, Mapping) else getattr(out, "loss", None)
+                    if loss is None:
+                        raise PrunekitError("taylor importance: keyword batches need 'labels' so the model returns "
+                                            "a loss")
+                else:
+                    x, y = batch
+                    loss = loss_fn(model(x.to(device)), y.to(device))
                 loss.backward()
                 n += 1
     finally:

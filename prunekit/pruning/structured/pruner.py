@@ -26,7 +26,7 @@ from .cost import CostModel, removed_positions
 from .depth import prune_depth
 from .heads import attention_attrs, attention_table, removed_roots
 from .hf import block_index, derived_head_dim, describable, hf_config, is_hf_model
-from .importance import CRITERIA, accumulate_gradients, all_scores
+from .importance import CRITERIA, accumulate_gradients, activation_norms, all_scores
 from .plan import Plan, apply_plan, compose_plans, new_plan
 from .result import StructuredResult, carry_identity
 from .selection import check_round_to, global_order, global_take, keep_count, search, select_uniform, top_units
@@ -170,7 +170,8 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
     runs once on them and every op of that run is placed (:mod:`.capture`). Give ``ratio`` (fraction of every
     group's channels, or of all channels with ``global_ranking``), or a budget ``target_macs`` / ``target_params``
     (fraction of the model's conv/linear MACs or of its params to keep; global ranking). ``criterion``: l1, l2, bn,
-    taylor (needs ``data``: a few ``(x, y)`` batches), random. ``ignore``: regular expressions of module paths kept
+    taylor (needs ``data``: a few ``(x, y)`` batches, or keyword batches with ``labels``), activation (calibrated:
+    ``data`` batches of model inputs, else the example), random. ``ignore``: regular expressions of module paths kept
     whole. ``round_to``: kept channels per group a multiple of this. ``max_group_ratio``: no group loses more than
     this fraction under a global ranking. A group that a ratio would empty keeps its strongest channel (one warning
     for all), or with ``strict_empty`` raises :class:`~prunekit.errors.EmptyLayerError` naming it.
@@ -236,6 +237,9 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
         if data is None:
             raise PrunekitError("criterion 'taylor' needs data: a few batches (CLI: --taylor-batches N)")
         accumulate_gradients(base, data, loss_fn, next(base.parameters()).device)
+    if criterion == "activation":
+        consumers = {c for g in groups for c in g.consumers}
+        graph.activation_norms = activation_norms(base, consumers, data if data is not None else [example])
     scores = all_scores(graph, groups, criterion, reduction=reduction, seed=seed)
     if criterion == "taylor":
         base.zero_grad(set_to_none=True)
