@@ -269,3 +269,22 @@ def test_taylor_takes_keyword_batches_with_labels():
     assert res.info["rel_diff"] <= REL and res.info["hf"]["loadable"]
     with pytest.raises(PrunekitError, match="labels"):
         prunekit.prune_structured(model, ex, ratio=0.5, criterion="taylor", data=[dict(ex)])
+
+
+def test_swin_prunes_heads_with_their_relative_position_bias_and_reloads(tmp_path):
+    cfg = transformers.SwinConfig(image_size=32, patch_size=2, num_channels=3, embed_dim=16, depths=[2, 2],
+                                  num_heads=[2, 4], window_size=4, num_labels=5)
+    torch.manual_seed(0)
+    model = transformers.SwinForImageClassification(cfg).eval()
+    ex = {"pixel_values": torch.randn(2, 3, 32, 32, generator=GEN)}
+    res = prunekit.prune_structured(model, ex, ratio=0.5)
+    assert res.info["rel_diff"] <= REL
+    for stage, heads in zip(res.model.swin.encoder.layers, (1, 2)):
+        for blk in stage.blocks:  # the shifted block too: its bias is added to a window mask first
+            att = blk.attention
+            assert att.num_attention_heads == heads
+            assert att.relative_position_bias.relative_position_bias_table.shape[1] == heads
+    assert not res.info["hf"]["loadable"]  # per-stage head counts: prunekit's format
+    prunekit.save_model(res.model, tmp_path / "m.safetensors")
+    again = prunekit.load_model(tmp_path / "m.safetensors").eval()
+    assert torch.equal(_logits(again, ex), _logits(res.model, ex))

@@ -40,7 +40,7 @@ def broadcast(ctx: RuleContext) -> Ch:
         return _broadcast_multi(ctx, chs, out)
     cdims = {c.cdim + on - v.dim() for v, c in chs if c.cdim is not None and c.param is None}
     if not cdims:
-        return OPAQUE
+        return _param_born(ctx, chs, out)
     if len(cdims) > 1:  # channels of different tensors meet on different dims: keep them all
         for _, c in chs:
             ctx.fix(c)
@@ -68,6 +68,26 @@ def broadcast(ctx: RuleContext) -> Ch:
             else:
                 ctx.union(labels, c.labels)
     return Ch(cd, labels if labels is not None else ctx.fixed(out.shape[cd]))
+
+
+def _param_born(ctx: RuleContext, chs: list, out: torch.Tensor) -> Ch:
+    """A parameter that spans one dim (a relative-position bias per head) combined with untracked values (a window
+    mask): that dim becomes channels sliced along the parameter; anything else is opaque."""
+    params = [(v, c) for v, c in chs if c.param is not None and c.pmap is not None]
+    if len(params) != 1 or params[0][1].param not in ctx.graph.trainable:
+        return OPAQUE  # buffers (a rotary inv_freq) are tables, not channels
+    v, c = params[0]
+    off = out.dim() - v.dim()
+    spans = [d for d in range(v.dim()) if v.shape[d] > 1 and c.pmap[d] >= 0]
+    if len(spans) != 1:
+        return OPAQUE
+    d = spans[0]
+    if any(o.shape[d + off - (out.dim() - o.dim())] > 1 for o, oc in chs
+           if oc is not c and d + off - (out.dim() - o.dim()) >= 0):
+        return OPAQUE  # something untracked also varies along that dim
+    labels = ctx.new(out.shape[d + off])
+    ctx.site("param", f"{c.param}@{c.pmap[d]}", labels, param=c.param, dim=c.pmap[d])
+    return Ch(d + off, labels)
 
 
 def _broadcast_multi(ctx: RuleContext, chs: list, out: torch.Tensor) -> Ch:
@@ -205,21 +225,49 @@ def reshape(ctx: RuleContext) -> Ch:
 
 
 def _param_reshape(c: Ch, x: torch.Tensor, out: torch.Tensor) -> Ch:
-    """A parameter viewed with size-1 dims inserted/removed keeps its dim map; anything else is opaque."""
-    src = [(d, s) for d, s in enumerate(x.shape) if s != 1]
-    dst = [(d, s) for d, s in enumerate(out.shape) if s != 1]
-    if [s for _, s in src] != [s for _, s in dst] or c.pmap is None:
+    """A parameter viewed in another shape keeps the dims that pass through whole (a relative-position table
+    ``(N·N, H)`` viewed as ``(N, N, H)`` keeps its heads dim); merged or split dims lose their map."""
+    blocks = M._blocks(list(x.shape), list(out.shape))
+    if blocks is None or c.pmap is None:
         return OPAQUE
     pmap = [-1] * out.dim()
-    for (ds, _), (dd, _) in zip(src, dst):
-        pmap[dd] = c.pmap[ds]
+    for (a, b), (p, q) in blocks:
+        if b - a == 1 and q - p == 1 and x.shape[a] == out.shape[p]:
+            pmap[p] = c.pmap[a]
     return Ch(None, None, c.param, tuple(pmap))
+
+
+def _param_getitem(c: Ch, src: torch.Tensor, idx: Any, out: Any) -> Ch:
+    """Indexing a parameter: a tensor index on its first dim (a table lookup) or basic indexing; the dims that
+    come through whole keep their map."""
+    if not isinstance(out, torch.Tensor) or c.pmap is None:
+        return OPAQUE
+    if isinstance(idx, torch.Tensor):
+        return Ch(None, None, c.param, (-1,) * idx.dim() + tuple(c.pmap[1:]))
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    if any(isinstance(i, (torch.Tensor, list)) or i is Ellipsis for i in idx):
+        return OPAQUE
+    idx = idx + (slice(None),) * (src.dim() - sum(1 for i in idx if i is not None))
+    pmap, d = [], 0
+    for i in idx:
+        if i is None:
+            pmap.append(-1)
+            continue
+        if isinstance(i, slice):
+            pmap.append(c.pmap[d] if range(src.shape[d])[i] == range(src.shape[d]) else -1)
+        d += 1
+    return Ch(None, None, c.param, tuple(pmap)) if len(pmap) == out.dim() else OPAQUE
 
 
 def permute(ctx: RuleContext) -> Ch:
     """``permute/transpose/movedim/swapaxes/t``: the channel dim moves with its data."""
     c = ctx.ch(0)
     x, out = ctx.args[0], ctx.out
+    if isinstance(c, Ch) and c.param is not None and c.pmap is not None and isinstance(out, torch.Tensor):
+        param = c
+        c = Ch(0, np.zeros(x.shape[0], dtype=np.int64))  # stand-in to compute the order below
+    else:
+        param = None
     if not isinstance(c, Ch) or c.cdim is None or not isinstance(out, torch.Tensor):
         return OPAQUE
     n = x.dim()
@@ -244,6 +292,8 @@ def permute(ctx: RuleContext) -> Ch:
     else:  # mT / mH
         order = list(range(n))
         order[-1], order[-2] = order[-2], order[-1]
+    if param is not None:
+        return Ch(None, None, param.param, tuple(param.pmap[o] for o in order))
     if c.inner:
         return M.permute(c, order)
     return Ch(order.index(c.cdim), c.labels)
@@ -449,9 +499,9 @@ def getitem(ctx: RuleContext) -> Any:
         if isinstance(c, (tuple, list)) and isinstance(idx, (int, slice)):
             return c[idx]
         return None
+    if isinstance(c, Ch) and c.param is not None:
+        return _param_getitem(c, src, idx, ctx.out)
     if not isinstance(c, Ch) or c.cdim is None:
-        return OPAQUE
-    if c.param is not None:
         return OPAQUE
     if c.inner:
         return M.getitem(ctx, c, src, idx)

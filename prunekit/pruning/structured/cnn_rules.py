@@ -17,7 +17,8 @@
   ``sort``, ``argsort``, ``argmax``, ``nonzero``, ``gather``, ``masked_select``, ``unique`` and the like are
   *boundaries*: data-dependent selections (proposals, NMS, detections) consume no prunable channels, so what they
   read is kept whole and their results carry none. Tensor factories (``x.new_zeros(...)``) carry none either.
-* A few elementwise functions and methods the built-in tables lack (``floor``, ``log2``, ``reciprocal``, ...).
+* A few elementwise functions and methods the built-in tables lack (``floor``, ``log2``, ``reciprocal``, comparisons
+  ``gt``/``lt``/... as broadcasting ops, ...).
 
 Importing this module registers the rules (:mod:`prunekit.pruning.structured` does). Entries never replace one
 registered before (the built-in and transformer tables win), except ``operator.getitem``, whose built-in rule is
@@ -342,6 +343,12 @@ for _f in (torch.triu, torch.tril):
     _add(FUNCTION_RULES, _f, last_two_dims)
 for _m in ("triu", "tril"):
     _add(METHOD_RULES, _m, last_two_dims)
+for _m in ("gt", "lt", "ge", "le", "eq", "ne", "greater", "less", "logical_and", "logical_or", "bitwise_and",
+           "bitwise_or"):
+    _add(METHOD_RULES, _m, B.broadcast)
+for _f in (torch.gt, torch.lt, torch.ge, torch.le, torch.eq, torch.ne, torch.logical_and, torch.logical_or,
+           torch.bitwise_and, torch.bitwise_or):
+    _add(FUNCTION_RULES, _f, B.broadcast)
 for _m in ("any", "all"):
     _add(METHOD_RULES, _m, B.reduction)
 for _f in (torch.any, torch.all):

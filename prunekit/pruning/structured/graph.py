@@ -191,6 +191,7 @@ class DependencyGraph:
         self.made_by: dict[int, str] = {}
         self.activation_norms: dict[str, Any] = {}  # filled for criterion "activation" (importance.activation_norms)
         self._path = ""
+        self.trainable = {n for n, _ in model.named_parameters(remove_duplicate=False)}
         for name, p in list(model.named_parameters(remove_duplicate=False)) + \
                 list(model.named_buffers(remove_duplicate=False)):
             if id(p) not in self.chs:

@@ -27,6 +27,14 @@ def is_hf_model(model: nn.Module) -> bool:
         hasattr(cfg, "model_type")
 
 
+def stock_describable(model: nn.Module) -> bool:
+    """The config holds one head count and one hidden width for every layer (Llama, BERT, ViT; not Swin, whose
+    stages differ): a uniform prune can be described by it."""
+    cfg = model.config
+    heads, hidden = getattr(cfg, "num_attention_heads", None), getattr(cfg, "hidden_size", None)
+    return isinstance(heads, int) and isinstance(hidden, int)
+
+
 def block_index(name: str, blocks: Sequence[str]) -> int | None:
     """Index of the block (a path of ``blocks``) that module ``name`` lies in, or None."""
     for i, b in enumerate(blocks):

@@ -25,7 +25,7 @@ from .graph import DependencyGraph, Group, build_graph, ignore_paths
 from .cost import CostModel, removed_positions
 from .depth import prune_depth
 from .heads import attention_attrs, attention_table, removed_roots
-from .hf import block_index, derived_head_dim, describable, hf_config, is_hf_model
+from .hf import block_index, derived_head_dim, describable, hf_config, is_hf_model, stock_describable
 from .importance import CRITERIA, accumulate_gradients, activation_norms, all_scores
 from .plan import Plan, apply_plan, compose_plans, new_plan
 from .result import StructuredResult, carry_identity
@@ -211,7 +211,7 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
     depth = int(check_number("depth", depth, low=0, high=10_000, integer=True))
     hf = is_hf_model(model)
     if hf_loadable is None:
-        hf_loadable = hf and ratio is not None and not global_ranking
+        hf_loadable = hf and ratio is not None and not global_ranking and stock_describable(model)
     if hf_loadable and not hf:
         raise PrunekitError("hf_loadable needs a Hugging Face transformers model (one with a config)")
     base, depth_res = model, None

@@ -241,7 +241,10 @@ def _like_first(ctx: RuleContext) -> Ch:
         if ctx.out.dim() != v.dim() or ctx.out.shape[c.cdim] != v.shape[c.cdim]:
             ctx.fix(c)
             return OPAQUE
-    return Ch(c.cdim, c.labels) if c.param is None else OPAQUE
+    if c.param is not None:  # a parameter through .contiguous()/.to(): still that parameter
+        same = isinstance(ctx.out, torch.Tensor) and isinstance(v, torch.Tensor) and ctx.out.shape == v.shape
+        return c if same else OPAQUE
+    return Ch(c.cdim, c.labels)
 
 
 def elementwise(ctx: RuleContext) -> Ch:

@@ -108,10 +108,19 @@ def sdpa(ctx: RuleContext) -> object:
     if hk == 0 or h % hk or lv.shape[0] != hk or lq.shape[1] != lk.shape[1]:
         return _keep_whole(ctx, "scaled_dot_product_attention")
     mask = ctx.arg(3, "attn_mask")
-    if isinstance(mask, torch.Tensor) and mask.dim() >= 3 and mask.shape[-3] > 1:
-        return _keep_whole(ctx, "scaled_dot_product_attention")  # a mask per head
     group = h // hk
     kv_of = np.arange(h) // group
+    if isinstance(mask, torch.Tensor) and mask.dim() >= 3 and mask.shape[-3] > 1:  # a mask per head
+        cm = ctx.graph.ch_of(mask)
+        if isinstance(cm, Ch) and cm.cdim is not None and not cm.inner and cm.param is None and \
+                cm.cdim == mask.dim() - 3 and len(cm.labels) == h:
+            ctx.union(np.asarray(cm.labels), lq[:, 0])  # a relative-position bias per head goes with its head
+        elif isinstance(cm, Ch) and cm.param is not None and cm.pmap is not None and \
+                cm.pmap[mask.dim() - 3] >= 0 and mask.shape[-3] == h:
+            pd = cm.pmap[mask.dim() - 3]
+            ctx.site("param", f"{cm.param}@{pd}", lq[:, 0], param=cm.param, dim=pd)
+        else:
+            return _keep_whole(ctx, "scaled_dot_product_attention")
     ctx.union(lq.reshape(-1), lk[kv_of].reshape(-1))
     ctx.union(lq[:, 0], lv[kv_of, 0])
     return M.make([1, 3], lv[kv_of])
@@ -165,6 +174,21 @@ def _is_library_norm(m: nn.Module) -> bool:
     w = getattr(m, "weight", None)
     return isinstance(w, nn.Parameter) and w.dim() == 1 and not any(True for _ in m.children()) and \
         any(hasattr(m, a) for a in ("eps", "variance_epsilon", "epsilon"))
+
+
+def moves_along(ctx: RuleContext) -> Any:
+    """``torch.roll`` / ``torch.flip``: positions move along ``dims`` (Swin's cyclic shift of windows); a channel
+    dim among them keeps its channels whole, any other passes them through."""
+    c = ctx.ch(0)
+    x = ctx.args[0]
+    if not isinstance(c, Ch) or c.cdim is None or c.param is not None:
+        return OPAQUE
+    dims = ctx.arg(2, "dims") if ctx.node.target in (torch.roll, "roll") else ctx.arg(1, "dims")
+    dims = [dims] if isinstance(dims, int) else list(dims) if dims is not None else list(range(x.dim()))
+    if any((d + x.dim()) % x.dim() in c.dims for d in dims):
+        ctx.fix(c)
+        return OPAQUE
+    return c
 
 
 for _f in (torch.matmul, torch.bmm, operator.matmul):
@@ -228,6 +252,11 @@ def mha_slicer(m: nn.Module, kept: list, full: int) -> None:
     m.num_heads = len(kept) // d
 
 
+for _f in (torch.roll, torch.flip):
+    FUNCTION_RULES[_f] = moves_along
+for _m in ("roll", "flip"):
+    METHOD_RULES[_m] = moves_along
+moves_along.multidim = True  # type: ignore[attr-defined]
 MODULE_RULES[nn.Embedding] = embedding
 MODULE_RULES[nn.LayerNorm] = stream_norm
 MODULE_RULES[nn.RMSNorm] = stream_norm
