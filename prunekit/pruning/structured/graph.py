@@ -324,33 +324,47 @@ class DependencyGraph:
 
     # -- groups ---------------------------------------------------------------------------------------------------
     def build_groups(self) -> list[Group]:
-        """Group the non-FIXED units by the set of sites they touch."""
-        units: dict[int, dict[SiteKey, list[int]]] = {}
-        first_seen: dict[int, tuple[int, int]] = {}
+        """Group the non-FIXED units by the set of sites they touch (vectorised: one sort of every live position
+        by (root, site, position), then one pass over the (root, site) runs)."""
         root_of = self.uf.all_roots()
-        for site in sorted(self.sites.values(), key=lambda s: s.order):
+        ordered = sorted(self.sites.values(), key=lambda st: st.order)
+        site_keys = [st.key for st in ordered]
+        parts = []
+        for si, site in enumerate(ordered):
             roots = root_of[site.labels]
-            live = np.nonzero(roots)[0]
-            for pos, r in zip(live.tolist(), roots[live].tolist()):
-                per = units.get(r)
-                if per is None:
-                    units[r] = per = {}
-                    first_seen[r] = (site.order, pos)
-                lst = per.get(site.key)
-                if lst is None:
-                    per[site.key] = [pos]
-                else:
-                    lst.append(pos)  # positions arrive in increasing order
-        by_sig: dict[frozenset, list[int]] = {}
-        for r, per_site in units.items():
-            by_sig.setdefault(frozenset(per_site), []).append(r)
+            live = np.flatnonzero(roots)
+            parts.append((roots[live], np.full(live.size, si, dtype=np.int64), live))
+        if parts:
+            R = np.concatenate([p[0] for p in parts])
+            S = np.concatenate([p[1] for p in parts])
+            P = np.concatenate([p[2] for p in parts])
+        else:
+            R = S = P = np.zeros(0, dtype=np.int64)
+        idx = np.lexsort((P, S, R))
+        R, S, P = R[idx], S[idx], P[idx]
+        brk = np.flatnonzero((R[1:] != R[:-1]) | (S[1:] != S[:-1])) + 1
+        pstart = np.concatenate([[0], brk]).astype(np.int64) if R.size else np.zeros(0, dtype=np.int64)
+        pend = np.concatenate([brk, [R.size]]).astype(np.int64) if R.size else np.zeros(0, dtype=np.int64)
+        pr, ps = R[pstart], S[pstart]
+        rb = np.flatnonzero(pr[1:] != pr[:-1]) + 1
+        rstart = np.concatenate([[0], rb]) if pr.size else np.zeros(0, dtype=np.int64)
+        rend = np.concatenate([rb, [pr.size]]) if pr.size else np.zeros(0, dtype=np.int64)
+        p_list, ps_list, pstart_l, pend_l = P.tolist(), ps.tolist(), pstart.tolist(), pend.tolist()
+        by_sig: dict[bytes, list[tuple[tuple[int, int], int, int, int]]] = {}
+        for a, b in zip(rstart.tolist(), rend.tolist()):
+            first = (ps_list[a], p_list[pstart_l[a]])  # the unit's first position in site order
+            by_sig.setdefault(ps[a:b].tobytes(), []).append((first, a, b, int(pr[a])))
         conv_ids = {n: i + 1 for i, n in enumerate(n for n, m in self.model.named_modules()
                                                      if isinstance(m, nn.Conv2d))}
         groups = []
-        for sig, roots in by_sig.items():
-            roots.sort(key=lambda r: first_seen[r])
-            keys = sorted(sig, key=lambda k: self.sites[k].order)
-            positions = {k: [units[r][k] for r in roots] for k in keys}
+        for sig, members in by_sig.items():
+            members.sort(key=lambda t: t[0])
+            roots = [t[3] for t in members]
+            keys = [site_keys[k] for k in np.frombuffer(sig, dtype=np.int64).tolist()]
+            positions: dict[SiteKey, list[list[int]]] = {k: [] for k in keys}
+            for _, a, b, _ in members:
+                for j in range(a, b):
+                    positions[site_keys[ps_list[j]]].append(p_list[pstart_l[j]:pend_l[j]])
             producers = [k[1] for k in keys if k[0] == "out"]
             norms = [k[1] for k in keys if k[0] == "norm"]
             consumers = [k[1] for k in keys if k[0] == "in"]
