@@ -288,3 +288,19 @@ def test_swin_prunes_heads_with_their_relative_position_bias_and_reloads(tmp_pat
     prunekit.save_model(res.model, tmp_path / "m.safetensors")
     again = prunekit.load_model(tmp_path / "m.safetensors").eval()
     assert torch.equal(_logits(again, ex), _logits(res.model, ex))
+
+
+def test_bias_compensation_keeps_the_mean_output_on_the_calibration_data():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 4)).eval()
+    batches = [torch.randn(16, 12, generator=GEN) for _ in range(3)]
+    x = torch.cat(batches)
+    res = prunekit.prune_structured(model, batches[0], ratio=0.5, criterion="activation", data=batches,
+                                    compensate=True)
+    assert res.info["compensated"] == ["2"]
+    with torch.no_grad():
+        dense_mean, pruned_mean = model(x).mean(0), res.model(x).mean(0)
+        plain = prunekit.prune_structured(model, batches[0], ratio=0.5, criterion="activation", data=batches)
+        plain_gap = (plain.model(x).mean(0) - dense_mean).abs().max()
+    assert torch.allclose(pruned_mean, dense_mean, atol=1e-5)  # E[W_K x_K + b + W_R E[x_R]] = E[W x + b]
+    assert plain_gap > 1e-3  # without it the mean moves

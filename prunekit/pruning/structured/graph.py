@@ -361,10 +361,16 @@ class DependencyGraph:
             members.sort(key=lambda t: t[0])
             roots = [t[3] for t in members]
             keys = [site_keys[k] for k in np.frombuffer(sig, dtype=np.int64).tolist()]
-            positions: dict[SiteKey, list[list[int]]] = {k: [] for k in keys}
-            for _, a, b, _ in members:
-                for j in range(a, b):
-                    positions[site_keys[ps_list[j]]].append(p_list[pstart_l[j]:pend_l[j]])
+            pairs = np.array([a for _, a, _, _ in members], dtype=np.int64)[:, None] + np.arange(len(keys))
+            first_pos = pstart[pairs]
+            if bool(((pend[pairs] - first_pos) == 1).all()):  # one position per unit and site (most groups)
+                cols = P[first_pos].T.tolist()
+                positions = {k: [[x] for x in col] for k, col in zip(keys, cols)}
+            else:
+                positions = {k: [] for k in keys}
+                for _, a, b, _ in members:
+                    for j in range(a, b):
+                        positions[site_keys[ps_list[j]]].append(p_list[pstart_l[j]:pend_l[j]])
             producers = [k[1] for k in keys if k[0] == "out"]
             norms = [k[1] for k in keys if k[0] == "norm"]
             consumers = [k[1] for k in keys if k[0] == "in"]

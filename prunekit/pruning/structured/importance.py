@@ -155,11 +155,15 @@ def _consumer_scores(graph: DependencyGraph, g: Group, criterion: str, reduction
 
 
 @torch.no_grad()
-def activation_norms(model: nn.Module, names: Iterable[str], batches: Iterable[Any]) -> dict[str, torch.Tensor]:
+def activation_norms(model: nn.Module, names: Iterable[str], batches: Iterable[Any],
+                     means: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """``‖X_j‖²`` of every input channel ``j`` of the Linear/Conv layers ``names`` over ``batches`` (model inputs:
-    tensors, ``(x, y)`` pairs, tuples or dicts of keyword inputs)."""
+    tensors, ``(x, y)`` pairs, tuples or dicts of keyword inputs). ``means``, if given, receives the mean of every
+    input channel (for the bias compensation of :mod:`.compensate`)."""
     mods = dict(model.named_modules())
     sums: dict[str, torch.Tensor] = {}
+    firsts: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
     handles = []
     for n in names:
         m = mods.get(n)
@@ -171,6 +175,11 @@ def activation_norms(model: nn.Module, names: Iterable[str], batches: Iterable[A
             per = (x ** 2).reshape(-1, x.shape[-1]).sum(0) if isinstance(mod, nn.Linear) else \
                 (x ** 2).transpose(0, 1).reshape(x.shape[1], -1).sum(1)
             sums[n] = sums[n] + per.cpu() if n in sums else per.cpu()
+            if means is not None:
+                rows = x.reshape(-1, x.shape[-1]) if isinstance(mod, nn.Linear) else \
+                    x.transpose(0, 1).reshape(x.shape[1], -1).T
+                firsts[n] = firsts[n] + rows.sum(0).cpu() if n in firsts else rows.sum(0).cpu()
+                counts[n] = counts.get(n, 0) + rows.shape[0]
         handles.append(m.register_forward_pre_hook(hook))
     was = model.training
     model.eval()
@@ -183,6 +192,8 @@ def activation_norms(model: nn.Module, names: Iterable[str], batches: Iterable[A
         model.train(was)
         for h in handles:
             h.remove()
+    if means is not None:
+        means.update({n: firsts[n] / counts[n] for n in firsts})
     return sums
 
 

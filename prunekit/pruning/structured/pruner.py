@@ -22,6 +22,7 @@ from ...utils.warn import warn_user
 from ..calibrated.blocks import find_blocks
 from .capture import as_inputs, call_model
 from .graph import DependencyGraph, Group, build_graph, ignore_paths
+from .compensate import compensate_biases
 from .cost import CostModel, removed_positions
 from .depth import prune_depth
 from .heads import attention_attrs, attention_table, removed_roots
@@ -163,7 +164,8 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
                      data: Iterable | None = None, loss_fn: Any = None, seed: int = 0, verify: bool = True,
                      simple_only: bool = False, strict_empty: bool = False, tolerance: float = 1e-5,
                      kinds: Sequence[str] = KINDS, head_dims: bool = False, depth: int = 0,
-                     blocks: str | None = None, hf_loadable: bool | None = None) -> StructuredResult:
+                     blocks: str | None = None, hf_loadable: bool | None = None,
+                     compensate: bool = False) -> StructuredResult:
     """Remove channels, attention heads and blocks from any model for real, and prove the result exact.
 
     ``example_inputs``: a tensor, a tuple of inputs, or a dict of keyword inputs (``{"input_ids": ...}``); the model
@@ -181,6 +183,8 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
     projection on it) and ``"channels"`` (every other group: MLP widths, conv filters). ``head_dims``: heads keep
     their number and lose dims instead (refused where rotary embeddings make it inexact). ``depth``: remove this
     many whole blocks first (lowest block influence on ``data`` or the example; ``blocks`` names their container).
+    ``compensate``: after the exactness check, add to each pruned consumer's bias the mean contribution of the
+    channels it lost over ``data`` (FLAP's bias compensation; the example when no data is given).
     ``hf_loadable`` (default: on for Hugging Face models pruned with a per-group ratio): prune only what the stock
     config describes, alike in every layer, and update ``model.config`` so ``save_pretrained`` / ``from_pretrained``
     round-trip; ``info["hf"]`` says whether it does.
@@ -237,9 +241,11 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
         if data is None:
             raise PrunekitError("criterion 'taylor' needs data: a few batches (CLI: --taylor-batches N)")
         accumulate_gradients(base, data, loss_fn, next(base.parameters()).device)
-    if criterion == "activation":
+    means: dict[str, torch.Tensor] = {}
+    if criterion == "activation" or compensate:
         consumers = {c for g in groups for c in g.consumers}
-        graph.activation_norms = activation_norms(base, consumers, data if data is not None else [example])
+        graph.activation_norms = activation_norms(base, consumers, data if data is not None else [example],
+                                                  means=means if compensate else None)
     scores = all_scores(graph, groups, criterion, reduction=reduction, seed=seed)
     if criterion == "taylor":
         base.zero_grad(set_to_none=True)
@@ -300,6 +306,8 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
     res.info["prune_seconds"] = round(time.perf_counter() - t0, 4)
     if verify:
         check_exact(base, res, example, tolerance=tolerance)
+    if compensate:
+        res.info["compensated"] = compensate_biases(res.model, base, res.step_plan, means)
     return res
 
 
