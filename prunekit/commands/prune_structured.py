@@ -188,7 +188,7 @@ def _taylor_batches(args: Any, model: torch.nn.Module):
     from .common import check_compatible, load_datasets
 
     if args.dataset is None:
-        raise PrunekitError("--criterion taylor needs --dataset (its gradients come from training batches)")
+        raise PrunekitError(f"--criterion {args.criterion} needs --dataset (its scores come from training batches)")
     train = load_datasets(args, train=True, test=False)[0]
     check_compatible(model, train, args.checkpoint or args.model or "the model")
     loader = BatchLoader(train, batch_size=min(args.batch_size, len(train)), shuffle=True, seed=args.seed, train=False)
@@ -225,7 +225,8 @@ def run_structured(args: Any) -> int:
         percent=args.percent, ratio=args.ratio, global_ranking=args.global_ranking, target_macs=args.target_macs,
         target_params=args.target_params, target_latency=args.target_latency, criterion=args.criterion,
         reduction=args.reduction, round_to=args.round_to, ignore=args.ignore, max_group_ratio=args.max_group_ratio,
-        data=_taylor_batches(args, model) if args.criterion == "taylor" and _generic(args) else None,
+        data=_taylor_batches(args, model) if args.criterion in ("taylor", "activation") and _generic(args)
+        else None,
         seed=args.seed, strict_empty=args.strict_empty, masks=ckpt.masks, latency_runtime=args.latency_runtime,
         latency_batch=args.latency_batch, latency_threads=args.latency_threads,
         latency_batch_sizes=(),  # timed below: before and after in turn, within --latency-budget
