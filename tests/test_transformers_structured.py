@@ -304,3 +304,32 @@ def test_bias_compensation_keeps_the_mean_output_on_the_calibration_data():
         plain_gap = (plain.model(x).mean(0) - dense_mean).abs().max()
     assert torch.allclose(pruned_mean, dense_mean, atol=1e-5)  # E[W_K x_K + b + W_R E[x_R]] = E[W x + b]
     assert plain_gap > 1e-3  # without it the mean moves
+
+
+class _HeadsAttention(nn.Module):
+    """Separate q/k/v viewed as ``(B, T, num_heads, -1)``: the head count is fixed, the head dim follows."""
+
+    def __init__(self, dim: int = 32, num_heads: int = 4) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.fc = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = (p(x).view(b, t, self.num_heads, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v, scale=0.25).transpose(1, 2).reshape(b, t, -1)
+        return self.fc(self.o(y) + x)
+
+
+def test_head_dims_keep_every_head_and_remove_the_same_dims_from_each():
+    torch.manual_seed(0)
+    model = _HeadsAttention().eval()
+    res = prunekit.prune_structured(model, torch.randn(2, 6, 32, generator=GEN), ratio=0.5, head_dims=True,
+                                    kinds=("heads",))
+    row = res.info["attention"][0]
+    assert (row["heads"], row["heads_kept"], row["head_dim"], row["head_dim_kept"]) == (4, 4, 8, 4)
+    assert res.model.q.out_features == res.model.k.out_features == res.model.o.in_features == 16
+    kept = res.plan["modules"]["q"]["out"]  # the same 4 dims in every head
+    assert [i % 8 for i in kept] == [i % 8 for i in kept[:4]] * 4 and [i // 8 for i in kept[::4]] == [0, 1, 2, 3]
+    assert res.info["rel_diff"] <= REL

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from . import builtin_rules  # noqa: F401  (the generic tables first; these entries replace theirs)
 from . import multidim as M
-from ...errors import CheckpointError
+from ...errors import CheckpointError, PrunekitError
 from ...models.attention import SlicedMultiheadAttention
 from .rules import (FUNCTION_RULES, METHOD_RULES, MODULE_PREDICATE_RULES, MODULE_RULES, OPAQUE, Ch, RuleContext,
                     opaque_rule, register_module_rule)
@@ -100,6 +100,10 @@ def sdpa(ctx: RuleContext) -> object:
         if any(isinstance(c, Ch) and c.cdim is not None for c in (cq, ck, cv)):
             return _keep_whole(ctx, "scaled_dot_product_attention")
         return OPAQUE
+    if ctx.graph.options.get("head_dims") and ctx.arg(6, "scale") is None:
+        raise PrunekitError(f"head_dims: F.scaled_dot_product_attention in module {ctx.graph.current_module!r} "
+                            "scales by 1/sqrt(head_dim) of its inputs, which removing dims would change; pass "
+                            "scale= in the model, or prune whole heads (head_dims=False)")
     views = [M.sorted_view(c) for c in (cq, ck, cv)]
     if any(d != [1, 3] for d, _ in views):
         return _keep_whole(ctx, "scaled_dot_product_attention")
