@@ -123,6 +123,7 @@ def _run(args: Any) -> int:
         notes.append("blocks removed: " + ", ".join(res.info["depth"]["removed"]))
     if res.info.get("attention_note"):
         notes.append(res.info["attention_note"])
+    notes += res.info.get("notes", [])
     text = markdown_table(["", "before", "after"], table) + "\n\n" + "\n".join(f"- {n}" for n in notes)
     write_text(out / "structured_report.md", f"# {Path(folder).name}: structured prune\n\n{text}\n")
     write_json(out / "summary.json", {"command": "prune", "method": "structured", "model": str(folder),

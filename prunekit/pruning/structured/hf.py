@@ -103,6 +103,11 @@ def hf_config(pruned: nn.Module, table: Sequence[Mapping[str, Any]], widths: Map
             changes["num_hidden_layers"] = [before, layers]
             cfg.num_hidden_layers = layers
     reason = next((p for p in problems if p), None)
+    if reason is None and callable(getattr(cfg, "validate", None)):
+        try:  # the config class's own checks (LlamaConfig: hidden_size a multiple of num_attention_heads)
+            cfg.validate()
+        except Exception as exc:  # its check failed: the stock class would refuse this config
+            reason = f"{type(cfg).__name__} refuses the new config ({str(exc).splitlines()[0]})"
     if reason is None:
         reason = _shapes_differ(pruned, cfg)
     return cfg, changes, reason

@@ -263,7 +263,9 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
                           normalize=normalize, max_group_ratio=max_group_ratio, strict_empty=strict_empty,
                           notes=notes)
         if follow_heads:
-            _hidden_follows_heads(graph, live, scores, removed, notes)
+            _hidden_follows_heads(graph, live, scores, removed, info.setdefault("notes", []))
+        elif hf_loadable:
+            _hidden_multiple_of_heads(graph, live, scores, removed, info)
         _follow_hidden(graph, [g for g in tied_to_hidden if g in live], scores, removed)
         keep = {g.name: [c for u, c in enumerate(candidates(graph, g)) if u not in set(removed[g.name])]
                 for g in live if removed.get(g.name)}
@@ -289,6 +291,14 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
         warn_user(f"kept {len(kept_whole)} group(s) whole because the pruned model could not run with them pruned: "
                   + "; ".join(f"{k['module']} ({k['error']})" for k in info["kept_whole"]))
     table = attention_table(graph, removed_roots(graph, res.removed)) if graph.attention else []
+    if table and ratio is not None and not global_ranking:
+        units = sorted({g.size for g in groups if g.kind == "heads" and g.name not in kept_whole})
+        if units and any(abs(keep_count(u, float(ratio)) / u - (1 - float(ratio))) > 1e-9 for u in units):
+            info.setdefault("notes", []).append(
+                f"heads go in whole units ({'/'.join(map(str, units))} per attention: heads, or key/value groups "
+                f"with their query heads), so ratio {ratio} keeps floor(units × {1 - float(ratio):.3g}) of them")
+    if info.get("notes"):
+        res.info["notes"] = list(dict.fromkeys(info["notes"]))
     if table:
         res.info["attention"] = table
         res.info["attention_note"] = ("grouped-query attention: a key/value head is removed with its query heads, so "
@@ -353,7 +363,7 @@ def _select(graph: DependencyGraph, groups: Sequence[Group], scores: Mapping[str
     reached = value(k) / dense if dense else 1.0
     info.update({"target": {kind: target}, "target_reached": round(reached, 6)})
     if reached > target + 1e-9:
-        raise PrunekitError(f"cannot reach --target-{kind} {target}: the most the prunable groups allow is "
+        raise PrunekitError(f"cannot reach target_{kind}={target}: the most the prunable groups allow is "
                             f"{reached:.4f} of the dense {kind} (max_group_ratio={max_group_ratio}); raise "
                             "the target or max_group_ratio")
     return take(k)
@@ -369,6 +379,9 @@ def _hidden_follows_heads(graph: DependencyGraph, groups: Sequence[Group], score
     q = max(table, key=lambda r: r["heads"])
     want = q["heads_kept"] * q["head_dim"]
     hidden = [g for g in groups if g.kind == "hidden"]
+    if len(hidden) == 1 and 1 <= want <= hidden[0].size:
+        notes.append(f"hidden width set to {want} = {q['heads_kept']} heads × {q['head_dim']}: the config derives the "
+                     "head size from hidden_size / num_attention_heads")
     if len(hidden) != 1 or want < 1 or want > hidden[0].size:
         for g in groups:
             if g.kind == "heads":
@@ -378,6 +391,25 @@ def _hidden_follows_heads(graph: DependencyGraph, groups: Sequence[Group], score
         return
     g = hidden[0]
     removed[g.name] = [u for u in range(g.size) if u not in set(top_units(scores[g.name], want))]
+
+
+def _hidden_multiple_of_heads(graph: DependencyGraph, groups: Sequence[Group], scores: Mapping[str, np.ndarray],
+                              removed: dict[str, list[int]], info: dict[str, Any]) -> None:
+    """Stock configs check ``hidden_size % num_attention_heads == 0`` (Llama does, even with ``head_dim``): the hidden
+    width keeps a multiple of the heads kept, rounded down, and the report says so."""
+    table = attention_table(graph, removed_roots(graph, removed))
+    hidden = [g for g in groups if g.kind == "hidden"]
+    if not table or len(hidden) != 1:
+        return
+    heads = max(r["heads_kept"] for r in table)
+    g = hidden[0]
+    n = g.size - len(removed.get(g.name, []))
+    want = n - n % heads
+    if want < 1 or want == n:
+        return
+    removed[g.name] = [u for u in range(g.size) if u not in set(top_units(scores[g.name], want))]
+    info.setdefault("notes", []).append(f"hidden width {n} rounded down to {want}, a multiple of the {heads} heads "
+                                        "kept (the config requires it)")
 
 
 def _follow_hidden(graph: DependencyGraph, followers: Sequence[Group], scores: Mapping[str, np.ndarray],
