@@ -224,7 +224,7 @@ def test_slimming_does_not_take_a_latency_target(tmp_path, capsys):
 
     assert main(["prune", "--model", "resnet20", "--method", "slimming", "--target-latency", "0.6",
                  "--out", str(tmp_path / "x"), *FAST]) == 2
-    assert "applies to --method l1-filter" in capsys.readouterr().err
+    assert "applies to --method structured" in capsys.readouterr().err
 
 
 def test_cli_target_latency_end_to_end_with_a_fake_runtime(tmp_path, capsys, monkeypatch):

@@ -57,7 +57,7 @@ def test_target_macs_ignore_and_criterion_flags(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--method", "l1-filter", "--ratio", "0.3", "--plan", "resnet56-A"], "do not combine"),
-    (["--method", "slimming", "--ratio", "0.3"], "applies to --method l1-filter"),
+    (["--method", "slimming", "--ratio", "0.3"], "applies to --method structured"),
     (["--method", "l1-filter", "--ratio", "0.3", "--target-macs", "0.5"], "give one of"),
     (["--method", "l1-filter", "--plan", "resnet56-A", "--round-to", "8"], "need --ratio"),
     (["--method", "l1-filter", "--ratio", "0.3", "--criterion", "magic"], "--criterion must be one of"),
