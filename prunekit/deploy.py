@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import statistics
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,7 +33,8 @@ import torch.nn as nn
 
 from .errors import PrunekitError, check_number
 from .metrics._common import check_input_elements, input_checks
-from .metrics.latency import _num_threads
+from .metrics.latency import (DEFAULT_BUDGET_S, DEFAULT_MAX_PASSES, LatencyComparison, _num_threads, _report,
+                              interleaved_times)
 from .metrics.runtimes import ONNX_HINT, onnx_session, quiet, require_onnx, time_ms, write_onnx  # noqa: F401
 from .pruning.structured.fold import (ABSORB_MACS_PER_ELEMENT, EXAMPLE_BATCH, FOLD_TOL, ONNX_PAD_TO,  # noqa: F401
                                       _max_diff, as_deployed, default_input_size, default_pad_to, fold_batchnorm,
@@ -48,7 +49,9 @@ CHECK_BATCH = 3
 
 @dataclass
 class ExportResult:
-    """What :func:`export` wrote and measured. ``latency``: ``{batch: {"eager_ms", "runtime_ms"}}`` (medians);
+    """What :func:`export` wrote and measured. ``latency``: ``{batch: {"eager_ms", "runtime_ms", "eager",
+    "runtime", "speedup", "skipped"}}`` (medians; ``eager``/``runtime``: median, quartiles and passes;
+    ``speedup``: runtime against eager over the paired passes, with its verdict; None where not timed);
     ``max_abs_diff``: max |runtime - eager| on a fresh random batch of ``CHECK_BATCH`` (of ``EXAMPLE_BATCH`` when
     the file has a fixed batch size, ``dynamic_batch=False``). ``loaded``: the file loaded back (an ONNX Runtime
     session, a ScriptModule, an ExportedProgram), not part of :meth:`as_dict`."""
@@ -66,7 +69,7 @@ class ExportResult:
     folded: list[list[str]] = field(default_factory=list)
     fold_max_abs_diff: float | None = None
     selections: list[dict[str, Any]] = field(default_factory=list)
-    latency: dict[int, dict[str, float | None]] = field(default_factory=dict)
+    latency: dict[int, dict[str, Any]] = field(default_factory=dict)
     latency_threads: int | None = None
     notes: list[str] = field(default_factory=list)
     loaded: Any = field(default=None, repr=False, compare=False)
@@ -123,7 +126,8 @@ def resolve_path(path: str | Path, fmt: str) -> Path:
 
 def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size: Sequence[int] | None = None,
            fold_bn: bool = False, *, latency_batch_sizes: Sequence[int] = (), latency_threads: int | None = None,
-           warmup: int = 5, repeats: int = 30, opset: int | None = None, tolerance: float = 1e-4,
+           warmup: int = 1, repeats: int = DEFAULT_MAX_PASSES, latency_budget: float = DEFAULT_BUDGET_S,
+           opset: int | None = None, tolerance: float = 1e-4,
            seed: int = 0, dynamic_batch: bool = True, fold_select: bool = True,
            pad_to: int | None = None) -> ExportResult:
     """Export ``model`` to ``path`` in ``format`` (``onnx``, ``torchscript``, ``exported-program``) and verify it.
@@ -133,7 +137,9 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
     CPU in eval mode (the caller's model is not touched); ``fold_bn`` exports :func:`fold_batchnorm`'s copy.
     The file is loaded back in its runtime and compared with the (unfolded) model in PyTorch eager on random
     input: a relative max difference above ``tolerance`` is an error. ``latency_batch_sizes``: also time the
-    runtime and PyTorch eager at these batch sizes (median of ``repeats``, ``latency_threads`` threads each).
+    runtime and PyTorch eager at these batch sizes, pass by pass in turn (after ``warmup`` untimed passes each),
+    within ``latency_budget`` seconds each (at most ``repeats`` passes; ``latency_threads`` threads); a batch size
+    one pass of which exceeds the budget is not timed (``latency[b]["skipped"]`` says why).
     ``dynamic_batch=False``: the file takes batches of exactly 2 (the runtime is timed at that batch size only).
     ``fold_select`` (default): export :func:`fold_selections`'s copy (no channel-selection gathers where they
     can be absorbed, the others moved in front of their BatchNorm); ``result.selections`` lists what it did.
@@ -157,6 +163,7 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
         check_number("latency_threads", latency_threads, low=1, integer=True)
     check_number("warmup", warmup, low=0, integer=True)
     check_number("repeats", repeats, low=1, integer=True)
+    check_number("latency_budget", latency_budget, low=0.0, high=86400.0)
     check_number("tolerance", tolerance, low=0.0, high=float("inf"), low_open=True)
     check_number("seed", seed, integer=True)
     if opset is not None:
@@ -228,19 +235,55 @@ def export(model: nn.Module, path: str | Path, format: str = "onnx", input_size:
         raise PrunekitError(f"{format} export of {type(model).__name__}: the {RUNTIMES[format]} output differs from "
                             f"PyTorch eager by {diff:.3g} (max |output| {peak:.3g}); the file {out_path} is kept "
                             "for inspection")
-    latency: dict[int, dict[str, float | None]] = {}
-    for b in latency_batch_sizes:
-        x = torch.randn((int(b), *size), generator=gen)
-        with _num_threads(latency_threads), torch.inference_mode():
-            eager_ms = statistics.median(time_ms(lambda: ref(x), warmup, repeats))
-            runtime_ms = None
-            if dynamic or b == EXAMPLE_BATCH:
-                with quiet():
-                    runtime_ms = statistics.median(time_ms(lambda: run(x), warmup, repeats))
-        latency[int(b)] = {"eager_ms": eager_ms, "runtime_ms": runtime_ms}
+    latency = _time_eager_and_runtime(ref, run, size, latency_batch_sizes, gen, threads=latency_threads,
+                                      warmup=warmup, repeats=repeats, budget_s=latency_budget,
+                                      runtime_batches=None if dynamic else {EXAMPLE_BATCH})
     return ExportResult(format=format, path=str(out_path), file_bytes=out_path.stat().st_size, exporter=exporter,
                         runtime=RUNTIMES[format], input_size=list(size), max_abs_diff=diff, max_abs_ref=peak,
                         dynamic_batch=dynamic, fold_bn=bool(fold_bn), folded=[list(p) for p in folded],
                         fold_max_abs_diff=fold_diff, selections=selections, latency=latency,
                         latency_threads=latency_threads if latency_threads is not None else torch.get_num_threads(),
                         notes=notes, loaded=loaded)
+
+
+def _time_eager_and_runtime(ref: nn.Module, run: Any, size: Sequence[int], batch_sizes: Sequence[int],
+                            gen: torch.Generator, *, threads: int | None, warmup: int, repeats: int,
+                            budget_s: float, runtime_batches: set[int] | None) -> dict[int, dict[str, Any]]:
+    """``{batch: {...}}`` (see :class:`ExportResult`): PyTorch eager and the runtime timed in turn at each batch
+    size within ``budget_s`` per runtime (``runtime_batches``: the only batch sizes the file takes, None: any)."""
+    latency: dict[int, dict[str, Any]] = {}
+    per_sample_ms: float | None = None
+    for b in sorted({int(v) for v in batch_sizes}):
+        entry: dict[str, Any] = {"eager_ms": None, "runtime_ms": None, "eager": None, "runtime": None,
+                                 "speedup": None, "skipped": None}
+        latency[b] = entry
+        if budget_s == 0:
+            entry["skipped"] = "not timed (latency budget 0)"
+            continue
+        if per_sample_ms is not None and per_sample_ms * b / 1000.0 > budget_s:
+            entry["skipped"] = (f"not timed: one pass would take about {per_sample_ms * b / 1000.0:.3g} s, over the "
+                                f"{budget_s:g} s budget")
+            continue
+        x = torch.randn((b, *size), generator=gen)
+        runs = {"eager": lambda x=x: ref(x)}
+        if runtime_batches is None or b in runtime_batches:
+            runs["runtime"] = lambda x=x: run(x)
+        with _num_threads(threads) as n, torch.inference_mode(), quiet():
+            start = time.perf_counter()
+            warm = [max(time_ms(fn, 0, 1)[0] for _ in range(max(1, int(warmup)))) for fn in runs.values()]
+            per_sample_ms = max(warm) / b
+            if max(warm) / 1000.0 > budget_s:
+                entry["skipped"] = f"not timed: one pass takes about {max(warm) / 1000.0:.3g} s, over the {budget_s:g} s budget"
+                continue
+            times, _ = interleaved_times(runs, budget_s=budget_s, max_passes=repeats, warmup=False,
+                                         spent_s=time.perf_counter() - start)
+        reps = {k: _report(t, b, "cpu", int(n), k) for k, t in times.items()}
+        per_sample_ms = max(r.median_ms for r in reps.values()) / b
+        for k, r in reps.items():
+            entry[f"{k}_ms"] = r.median_ms
+            entry[k] = {"median_ms": r.median_ms, "q1_ms": r.q1_ms, "q3_ms": r.q3_ms, "min_ms": r.min_ms,
+                        "max_ms": r.max_ms, "repeats": r.repeats}
+        if "runtime" in times:
+            sp = LatencyComparison(b, budget_s, times=times).speedup("eager", "runtime")
+            entry["speedup"] = None if sp is None else vars(sp)
+    return latency

@@ -392,6 +392,9 @@ class LatencyOptions(DeviceOption):
 
     latency_batch: int = option(1, int, "batch size of the latency measurement", low=1, high=65536,
                                 group="latency options")
+    latency_budget: float = option(3.0, float, "seconds of latency measurement per model and batch size, warm-up "
+                                   "included (models compared are timed pass by pass in turn; 0 skips latency)",
+                                   low=0.0, high=86400.0, metavar="SECONDS", group="latency options")
 
 
 def fields_of(cls: type[Options]) -> list[str]:
@@ -412,3 +415,25 @@ class ScopeOptions(Options):
     skip_last: bool = option(False, bool, "keep the network's last conv/linear layer dense", group="scope options")
     min_threshold: float | None = option(None, float, "gpmt: minimum percent of weights kept per layer", low=0.0,
                                          high=100.0, group="scope options")
+
+
+@dataclass
+class CalibrationOptions(Options):
+    """Calibration data of the calibrated weight-level methods (``prunekit prune --method wanda|sparsegpt``)."""
+
+    calibration: str | None = option(None, help="wanda/sparsegpt: a text file (tokenised by --tokenizer, else as "
+                                     "bytes), or 'dataset' for the training split of --dataset", metavar="FILE",
+                                     group="calibration options")
+    calibration_samples: int = option(32, int, "number of calibration samples (text: windows of --seq-len tokens)",
+                                      low=1, high=1 << 20, metavar="N", group="calibration options")
+    seq_len: int = option(128, int, "tokens per calibration sample and per perplexity window", low=2,
+                          high=1 << 20, metavar="L", group="calibration options")
+    nm: str | None = option(None, help="N:M pattern instead of --ratio (keep N of every M inputs), e.g. 2:4",
+                            metavar="N:M", group="calibration options")
+    blocks: str | None = option(None, help="module path of the repeated blocks, e.g. model.layers (default: found "
+                                "from the model)", group="calibration options")
+    tokenizer: str | None = option(None, help="folder holding the model's tokenizer (local files only)",
+                                   metavar="DIR", group="calibration options")
+    eval_text: str | None = option(None, help="with --eval: held-out text for perplexity (default: the last tenth of "
+                                   "--calibration, which calibration never samples)", metavar="FILE",
+                                   group="calibration options")

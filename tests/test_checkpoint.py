@@ -129,3 +129,79 @@ def test_allocation_guard_counts_every_constructor_exactly():
     ("linspace", (0, 1, 9), {})])
 def test_allocation_guard_reads_sizes_off_the_arguments_as_torch_does(name, args, kwargs):
     assert _requested(name, args, kwargs) == getattr(torch, name)(*args, **kwargs).numel()
+
+
+class _Versioned(torch.nn.Module):
+    """MNASNet-like (plain torch): the state_dict carries a version its ``_load_from_state_dict`` insists on, as
+    torchvision's MNASNet does ("version should be set to 1 or 2 instead of None")."""
+
+    _version = 2
+    seen: list = []  # the versions the loader was given, in order
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+                                        torch.nn.ReLU())
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16),
+                                        torch.nn.ReLU())
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(self.stem(x)).mean((2, 3)))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        version = local_metadata.get("version", None)
+        if version not in (1, 2):
+            raise ValueError(f"version should be set to 1 or 2 instead of {version}")
+        _Versioned.seen.append(version)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def test_state_dict_versions_survive_a_pruned_round_trip(tmp_path, monkeypatch):
+    """A structurally pruned module that checks its state_dict version reloads, and gets the version it was saved
+    with (not the version of the class at load time)."""
+    import prunekit
+    from prunekit.factory import mark
+
+    torch.manual_seed(0)
+    model = mark(_Versioned().eval(), "test_checkpoint:_Versioned", {}, (3, 8, 8))
+    with pytest.raises(ValueError, match="instead of None"):  # what plain safetensors tensors give it
+        _Versioned().load_state_dict(dict(model.state_dict()))
+    small = prunekit.prune_structured(model, input_size=(3, 8, 8), ratio=0.5).model
+    assert small.stem[0].out_channels == 8
+    save_model(small, tmp_path)
+    meta = json.loads(__import__("safetensors").safe_open(str(tmp_path / "model.safetensors"), "pt")
+                      .metadata()["prunekit"])
+    assert meta["state_versions"][""] == 2 and meta["state_versions"]["stem.1"] == 2  # BatchNorm's version 2
+    monkeypatch.setattr(_Versioned, "_version", 3)  # the class moved on; the file still says 2
+    _Versioned.seen.clear()
+    back = load_model(tmp_path, factory=_Versioned).eval()
+    assert _Versioned.seen == [2]
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(back(x), small.eval()(x))  # the same weights, the same ops on the same data
+
+
+def test_a_file_without_state_versions_loads_with_the_modules_own(tmp_path):
+    """Files written before state_versions existed: each module gets the version of its own class."""
+    from prunekit.factory import mark
+    from prunekit.pruning.sparse_format import payload_digest, write_safetensors
+
+    model = mark(_Versioned(), "test_checkpoint:_Versioned", {}, (3, 8, 8))
+    save_model(model, tmp_path)
+    from safetensors.torch import load_file
+
+    f = tmp_path / "model.safetensors"
+    meta = json.loads(__import__("safetensors").safe_open(str(f), "pt").metadata()["prunekit"])
+    tensors = load_file(str(f))
+    del meta["state_versions"]
+    meta["checksum"] = payload_digest(tensors)
+    write_safetensors(f, tensors, {"prunekit": json.dumps(meta)})
+    _Versioned.seen.clear()
+    load_model(tmp_path, factory=_Versioned)
+    assert _Versioned.seen == [2]
+    meta["state_versions"] = {"": "two"}
+    write_safetensors(f, tensors, {"prunekit": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="state_versions"):
+        load_model(tmp_path, factory=_Versioned)

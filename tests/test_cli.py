@@ -6,7 +6,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from prunekit import create_model, save_model
 from prunekit.cli import main
 
 
@@ -116,3 +118,33 @@ def test_every_model_producing_command_writes_the_standard_summary_keys(tmp_path
     assert pruned["sparse_flops"] < pruned["flops"]
     l1 = json.loads((tmp_path / "l1" / "summary.json").read_text())
     assert l1["params"] < json.loads((tmp_path / "t" / "summary.json").read_text())["params"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["prune", "--method", "gp", "--ratio", "0.5"],
+    ["sweep", "--method", "gp", "--dataset", "digits", "--ratios", "0.5", "--limit", "64"],
+    ["finetune", "--dataset", "digits", "--epochs", "1", "--limit", "64", "--no-progress"],
+], ids=["prune-gp", "sweep", "finetune"])
+def test_a_nan_checkpoint_is_one_error_line_naming_the_file_and_the_cause(argv, tmp_path, capsys):
+    """The load warning (NaN weights) and the error it leads to are one line: the file's NaN, then the error."""
+    model = create_model("lenet5", num_classes=10, in_channels=1)
+    with torch.no_grad():
+        model.conv1.weight[0, 0, 0, 0] = float("nan")
+    ck = tmp_path / "nan"
+    save_model(model, ck)
+    code, _, err = _run(argv + ["--checkpoint", str(ck), "--out", str(tmp_path / "o")], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"prunekit: error: {ck}: 1 tensor(s) hold NaN or inf values (conv1.weight)")
+    assert "warning" not in lines[0] and "non-finite" in lines[0]
+
+
+def test_a_held_warning_of_a_command_that_succeeds_is_printed_once(tmp_path, capsys):
+    model = create_model("lenet5", num_classes=10, in_channels=1)
+    with torch.no_grad():
+        model.conv1.weight[0, 0, 0, 0] = float("nan")
+    save_model(model, tmp_path / "nan")
+    code, _, err = _run(["eval", "--checkpoint", str(tmp_path / "nan"), "--limit", "64", "--latency-budget", "0",
+                         "--out", str(tmp_path / "o")], capsys)
+    warn = [ln for ln in err.splitlines() if ln.startswith("prunekit: warning:")]
+    assert code == 0 and len(warn) == 1 and "NaN or inf" in warn[0] and "evaluation loss" in warn[0], err

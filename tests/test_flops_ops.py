@@ -57,7 +57,7 @@ def _resnet_cifar_elementwise(model: nn.Module, hw: int) -> tuple[int, int, int]
 
 def test_resnet56_functional_relu_add_and_shortcut_pool_are_counted():
     model = create_model("resnet56")
-    rep = count_flops(model, (1, 3, 32, 32), convention="rethinking")
+    rep = count_flops(model, (1, 3, 32, 32), convention="all-ops")
     relu, add, pool = _resnet_cifar_elementwise(model, 32)
     assert relu == 532_480  # 16*32^2 + 18*(16*32^2 + 32*16^2 + 64*8^2): what hook-based counting missed
     assert rep.per_op["aten.relu"]["flops"] == relu
@@ -94,7 +94,7 @@ class _Net(nn.Module):
         return self.fc(torch.flatten(self.gap(y), 1))
 
 
-@pytest.mark.parametrize("convention", ["macs", "rethinking"])
+@pytest.mark.parametrize("convention", ["macs", "all-ops"])
 @pytest.mark.parametrize("sparse", [False, True])
 def test_functional_and_module_versions_count_the_same(convention, sparse):
     torch.manual_seed(0)
@@ -106,7 +106,7 @@ def test_functional_and_module_versions_count_the_same(convention, sparse):
     ra = count_flops(a, (2, 3, 8, 8), convention=convention, sparse=sparse)
     rb = count_flops(b, (2, 3, 8, 8), convention=convention, sparse=sparse)
     assert (ra.macs, ra.flops) == (rb.macs, rb.flops)
-    if convention == "rethinking" and not sparse:
+    if convention == "all-ops" and not sparse:
         conv1, conv2 = 2 * 216 * 64, 2 * 576 * 64 + 8 * 64  # conv2's bias: 1 per output element
         bn, relu, add, pool = 2 * 512, 2 * 512, 512, 4 * 128
         gap, fc = 128, 2 * 40 + 5
@@ -207,7 +207,7 @@ N, D, H = 17, 32, 4  # tokens (16 patches + cls), width, heads
 BLOCK_MACS = 3 * N * D * D + 2 * N * N * D + N * D * D + 2 * 4 * N * D * D  # qkv, q@k^T + attn@v, proj, MLP
 # Rethinking: 2*MACs + 2 LayerNorms (2/element) + bias adds (qkv, proj, fc1, fc2) + GELU + 2 residual adds
 # + 3 per attention score (scale, softmax)
-BLOCK_RETHINKING = (2 * BLOCK_MACS + 2 * 2 * N * D + (3 + 1 + 4 + 1) * N * D + 4 * N * D + 2 * N * D
+BLOCK_ALL_OPS = (2 * BLOCK_MACS + 2 * 2 * N * D + (3 + 1 + 4 + 1) * N * D + 4 * N * D + 2 * N * D
                     + 3 * H * N * N)
 
 
@@ -222,7 +222,7 @@ def test_attention_blocks_count_attention_matmuls(kind):
     block = _blocks()[kind].eval()
     rep = count_flops(block, (2, N, D))
     assert rep.unknown_modules == [] and rep.macs == BLOCK_MACS and rep.flops == 2 * BLOCK_MACS
-    assert count_flops(block, (2, N, D), convention="rethinking").flops == BLOCK_RETHINKING
+    assert count_flops(block, (2, N, D), convention="all-ops").flops == BLOCK_ALL_OPS
     x = torch.zeros(1, N, D)  # the oracle counts the whole batch, count_flops per sample
     if kind == "mha_fastpath":
         # FlopCounterMode does not price the fused aten._native_multi_head_attention: with the fast path off the

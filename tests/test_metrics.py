@@ -119,12 +119,12 @@ def test_rethinking_sparse_counts_only_nonzero_conv_weights():
     assert rep.macs == 7232 - 27 * 64
 
 
-def test_rethinking_adaptive_pool_uses_actual_windows():
+def test_all_ops_adaptive_pool_uses_actual_windows():
     # 5 -> 3 adaptive windows along one dim have lengths 2, 3, 2 (sum 7): 7 * 7 per map, 2 maps
-    rep = count_flops(nn.AdaptiveAvgPool2d(3), (1, 2, 5, 5), convention="rethinking")
+    rep = count_flops(nn.AdaptiveAvgPool2d(3), (1, 2, 5, 5), convention="all-ops")
     assert rep.flops == 98
     # divisible case: (Hin/Hout)*(Win/Wout) per output element = 16 * 3 channels
-    assert count_flops(nn.AdaptiveAvgPool2d(1), (1, 3, 4, 4), convention="rethinking").flops == 48
+    assert count_flops(nn.AdaptiveAvgPool2d(1), (1, 3, 4, 4), convention="all-ops").flops == 48
 
 
 class _ReusedRelu(nn.Module):
@@ -137,7 +137,7 @@ class _ReusedRelu(nn.Module):
 
 
 def test_module_called_twice_is_counted_twice():
-    rep = count_flops(_ReusedRelu(), (1, 2, 3, 3), convention="rethinking")
+    rep = count_flops(_ReusedRelu(), (1, 2, 3, 3), convention="all-ops")
     rows = {r["name"]: r for r in rep.per_layer}
     assert rows["relu"]["flops"] == 2 * 18 and rows["relu"]["calls"] == 2
     assert rows["<model>"]["flops"] == 18  # the functional "- 1.0" between the two calls: 1 per element
@@ -155,7 +155,7 @@ class _Functional(nn.Module):
 
 
 def test_functional_ops_are_counted_in_the_calling_module():
-    rep = count_flops(_Functional(), (1, 2, 3, 3), convention="rethinking")
+    rep = count_flops(_Functional(), (1, 2, 3, 3), convention="all-ops")
     rows = {r["name"]: r for r in rep.per_layer}
     conv = 2 * 4 * 9                      # 2 * nnz(W) * positions
     relu, add = 2 * 9, 2 * 9              # 1 per element each; torch.cat is free
@@ -244,7 +244,7 @@ def test_module_running_an_op_without_a_rule_is_reported_not_counted():
 
 
 def test_buffer_only_and_container_modules_count_their_functional_arithmetic():
-    rep = count_flops(_Scaled(), (1, 2, 3, 3), convention="rethinking")
+    rep = count_flops(_Scaled(), (1, 2, 3, 3), convention="all-ops")
     rows = {r["name"]: r for r in rep.per_layer}
     assert rep.unknown_modules == []
     assert rows["select"]["flops"] == 18 and rows["select"]["params"] == 0    # x * indexes: 1 per element
@@ -267,7 +267,7 @@ class _Masked(nn.Module):
 
 
 def test_ops_on_parameters_only_are_free_and_computed_weights_are_sparse_aware():
-    rep = count_flops(_Masked(), (1, 2, 4, 4), convention="rethinking", sparse=True)
+    rep = count_flops(_Masked(), (1, 2, 4, 4), convention="all-ops", sparse=True)
     assert rep.macs == 4 * 16                 # 2 of the 3 filters survive the mask: 4 non-zero weights x 16
     assert rep.flops == 2 * 4 * 16            # the weight * mask product does not depend on the input: 0
     assert count_flops(_Masked(), (1, 2, 4, 4)).macs == 6 * 16

@@ -10,6 +10,18 @@ from prunekit.errors import PrunekitError
 from prunekit.pruning.structured.pad import pad_widths
 from prunekit.pruning.structured.verify import randomize_bn
 
+# A zero-padded conv computes the same function, but not the same float sum: oneDNN picks its kernel (and so the
+# order of the accumulation) by channel count and CPU, so padded and unpadded outputs agree to rounding, not bit for
+# bit (7e-9 on an AVX-512 EPYC, 1.5e-8 with ATEN_CPU_CAPABILITY=default). A padded channel that leaked a value would
+# be off by O(1); float32 reordering over these few hundred terms stays below 1e-6 of the output's scale.
+REL = 1e-6
+
+
+def _same_function(a: torch.Tensor, b: torch.Tensor, rel: float = REL) -> bool:
+    """max |a - b| within ``rel`` of b's scale (at least 1)."""
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max()) <= rel * max(1.0, float(b.abs().max()))
+
 
 class Chain(nn.Module):
     """conv(3->5) -> BN -> ReLU -> conv(5->7) -> BN -> ReLU -> pool -> linear(7->4): widths 5 and 7 by hand."""
@@ -36,7 +48,7 @@ def test_a_plain_chain_is_padded_to_the_multiple_and_computes_the_same_function(
         (8, 8, 8, 4)
     assert sorted((p["from"], p["to"]) for p in padded.prunekit_padded) == [(5, 8), (7, 8)]
     x = torch.randn(3, 3, 8, 8)
-    assert torch.equal(padded(x), model(x))  # zeros added, nothing reordered: bit-equal
+    assert _same_function(padded(x), model(x))  # zeros added: the same function, summed in another order
     assert model.c1.out_channels == 5, "the caller's model is not touched"
 
 
@@ -53,7 +65,7 @@ def test_residual_streams_are_padded_alike_and_option_a_shortcuts_are_left_alone
     q = pad_widths(r20, 8)
     assert any("custom" in s["why"] for s in q.prunekit_pad_skipped)  # the zero-padding shortcut's stream
     y = torch.randn(2, 3, 32, 32)
-    assert torch.equal(q(y), r20(y))
+    assert _same_function(q(y), r20(y))
 
 
 def test_pad_to_is_checked_and_export_pads_exactly(tmp_path):
@@ -61,7 +73,7 @@ def test_pad_to_is_checked_and_export_pads_exactly(tmp_path):
     with pytest.raises(PrunekitError, match="multiple"):
         pad_widths(model, 0, input_size=(3, 8, 8))
     res = prunekit.export(model, tmp_path, format="torchscript", input_size=(3, 8, 8), pad_to=4)
-    assert res.max_abs_diff == 0.0 and any("padded 2 channel groups to multiples of 4" in n for n in res.notes)
+    assert res.max_abs_diff <= REL * max(1.0, res.max_abs_ref) and any("padded 2 channel groups to multiples of 4" in n for n in res.notes)
 
 
 def test_onnx_export_pads_structurally_pruned_models_to_8_by_default_and_nothing_else(tmp_path):

@@ -17,6 +17,7 @@ import warnings
 from typing import Any, Iterator, Sequence
 
 from ..errors import PrunekitError
+from ..utils.warn import HeldWarning
 
 # (module, one-line help) in the order `prunekit --help` lists them.
 COMMANDS = [
@@ -100,27 +101,48 @@ class _Format(logging.Formatter):
         return msg if record.levelno >= logging.INFO else f"debug: {msg}"
 
 
+def _first_line(message: Any, category: Any) -> str:
+    return str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+
+
 @contextlib.contextmanager
-def _console_output(level: int) -> Iterator[None]:
-    """While the CLI runs: prunekit's log records go to stderr at ``level``, Python warnings print as one line."""
+def _console_output(level: int) -> Iterator[list[HeldWarning]]:
+    """While the CLI runs: prunekit's log records go to stderr at ``level``, Python warnings print as one line.
+
+    :class:`~prunekit.utils.warn.HeldWarning` s (a cause that may make the command fail, e.g. NaN weights) are
+    collected in the yielded list instead: :func:`main` folds them into the error line when the command fails; the
+    ones still there at the end print as one line per kind (the first message, the later ones' causes after it)."""
     logger = logging.getLogger("prunekit")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Format())
     old_level, old_show = logger.level, warnings.showwarning
+    held: list[HeldWarning] = []
 
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
-        print(f"prunekit: warning: {text}", file=file or sys.stderr)
+        if isinstance(message, HeldWarning) and file is None:
+            held.append(message)
+            return
+        print(f"prunekit: warning: {_first_line(message, category)}", file=file or sys.stderr)
 
     logger.addHandler(handler)
     logger.setLevel(level)
     warnings.showwarning = show
     try:
-        yield
+        yield held
     finally:
         warnings.showwarning = old_show
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+        for kind in dict.fromkeys(type(w) for w in held):
+            same = [w for w in held if type(w) is kind]
+            text = "; ".join([_first_line(same[0], kind), *dict.fromkeys(w.cause for w in same[1:])])
+            print(f"prunekit: warning: {text}", file=sys.stderr)
+
+
+def fold_held(error: str, held: Sequence[HeldWarning]) -> str:
+    """One error line: the causes the held warnings named (each once, in order), then ``error``."""
+    causes = [c for c in dict.fromkeys(w.cause for w in held) if c and c not in error]
+    return "; ".join([*causes, error]) if causes else error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = any(a in ("-q", "--quiet") for a in argv)
     verbose = any(a in ("-v", "--verbose") for a in argv)
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    with _console_output(level):
+    with _console_output(level) as held:
         try:
             parser = _parser()
             args = parser.parse_args(argv)
@@ -142,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PrunekitError as exc:
             if debug:
                 traceback.print_exc()
-            print(f"prunekit: error: {exc}", file=sys.stderr)
+            print(f"prunekit: error: {fold_held(str(exc), held)}", file=sys.stderr)
+            held.clear()
             return 2
         except KeyboardInterrupt:
             print("prunekit: interrupted", file=sys.stderr)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -256,12 +256,29 @@ def standard_fields(model: nn.Module, size: tuple[int, int, int], top1: float | 
 
 
 def model_metrics(model: nn.Module, size: tuple[int, int, int], *, latency: bool = True,
-                  latency_batch: int = 1, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """Params, non-zero params, FLOPs (dense and sparse-aware, 2·MACs) and measured latency of ``model``."""
-    from ..metrics import measure_latency, summarize
+                  latency_batch: int = 1, device: str | torch.device = "cpu",
+                  latency_budget: float | None = None) -> dict[str, Any]:
+    """Params, non-zero params, FLOPs (dense and sparse-aware, 2·MACs) and measured latency of ``model``:
+    ``latency_ms`` (the median, None when not timed), ``latency`` (median, quartiles, passes, or why it was not
+    timed) within ``latency_budget`` seconds (default :data:`~prunekit.metrics.latency.DEFAULT_BUDGET_S`; 0: not
+    timed)."""
+    from ..metrics import summarize
+    from ..metrics.latency import DEFAULT_BUDGET_S, compare_latency
 
     m = summarize(model, (1, *size))
     if latency:
-        m["latency_ms"] = measure_latency(model, size, batch_size=latency_batch, device=device).median_ms
+        budget = DEFAULT_BUDGET_S if latency_budget is None else float(latency_budget)
+        comps = compare_latency({"model": model}, size, batch_sizes=[latency_batch], budget_s=budget, device=device)
+        rep = comps[0].reports.get("model") if comps else None
+        m["latency_ms"] = rep.median_ms if rep is not None else None
         m["latency_batch"] = latency_batch
+        m["latency"] = {"budget_s": budget, **(rep.as_dict() if rep is not None else {}),
+                        "skipped": comps[0].skipped if comps else "not timed (--latency-budget 0)"}
     return m
+
+
+def latency_cell(stats: Mapping[str, Any] | None) -> str:
+    """A table cell for a latency: ``"1.53 (IQR 1.48-1.60, n=40)"``, or ``"-"`` when not timed."""
+    if not stats or stats.get("median_ms") is None:
+        return "-"
+    return f"{stats['median_ms']:.4g} (IQR {stats['q1_ms']:.4g}-{stats['q3_ms']:.4g}, n={stats['repeats']})"

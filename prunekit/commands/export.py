@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import PrunekitError
-from ..options import CommonOptions, normalize_choice, option, redefault
+from ..options import CommonOptions, LatencyOptions, normalize_choice, option, redefault
 from ..utils.io import write_json
 from ..utils.table import markdown_table
-from .common import data_facts, model_from_args, out_dir, resolve_input_size, standard_fields
+from .common import data_facts, latency_cell, model_from_args, out_dir, resolve_input_size, standard_fields
 from .info import input_size_option
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,9 @@ class ExportOptions(CommonOptions):
                                             high=65536, group="export options")
     latency_threads: int | None = option(None, int, "CPU threads for both PyTorch eager and the runtime while timing "
                                          "(default: torch's current)", low=1, high=4096, group="export options")
-    latency_repeats: int = option(30, int, "timed passes per measurement", low=1, high=1_000_000,
-                                  group="export options")
+    latency_repeats: int = option(100, int, "timed passes per runtime and batch size at most", low=1,
+                                  high=1_000_000, group="export options")
+    latency_budget: float = redefault(LatencyOptions, "latency_budget", 3.0, group="export options")
 
 
 OPTIONS = ExportOptions
@@ -65,6 +66,7 @@ def _formats(names: list[str]) -> list[str]:
 def execute(opts: ExportOptions) -> int:
     """Export ``opts.checkpoint`` (or a fresh ``opts.model``) in every ``opts.format``; verify and time each."""
     from ..deploy import export, require_onnx
+    from ..metrics.latency import Speedup
 
     formats = _formats(opts.format)
     batches = list(opts.latency_batch_sizes)
@@ -82,18 +84,19 @@ def execute(opts: ExportOptions) -> int:
     size = resolve_input_size(opts, data, model)
     out = out_dir(opts)
     results = [export(model, out, fmt, size, fold_bn=opts.fold_bn, latency_batch_sizes=batches,
-                      latency_threads=opts.latency_threads, repeats=opts.latency_repeats, opset=opts.opset,
+                      latency_threads=opts.latency_threads, repeats=opts.latency_repeats,
+                      latency_budget=opts.latency_budget, opset=opts.opset,
                       seed=opts.seed, fold_select=not opts.no_fold_selections, pad_to=opts.pad_to)
                for fmt in formats]
     headers = ["format", "file", "size MB", "max abs diff", "runtime"]
     for b in batches:
-        headers += [f"b{b} eager ms", f"b{b} runtime ms"]
+        headers += [f"b{b} eager ms (median)", f"b{b} runtime ms (median)"]
     rows = []
     for r in results:
         row = [r.format, r.path.rsplit("/", 1)[-1], f"{r.file_bytes / 1e6:.2f}", f"{r.max_abs_diff:.2e}", r.runtime]
         for b in batches:
             lat = r.latency[b]
-            row += [f"{lat['eager_ms']:.3f}", "-" if lat["runtime_ms"] is None else f"{lat['runtime_ms']:.3f}"]
+            row += [latency_cell(lat["eager"]), latency_cell(lat["runtime"])]
         rows.append(row)
     summary = {"command": "export", "checkpoint": opts.checkpoint, "model": name, "cfg": ckpt.meta.get("cfg"),
                "input_size": list(size), "fold_bn": bool(opts.fold_bn), "formats": formats,
@@ -103,6 +106,15 @@ def execute(opts: ExportOptions) -> int:
     print(markdown_table(headers, rows))
     print(f"input {list(size)}, {results[0].latency_threads} CPU thread(s) for eager and runtime; max abs diff: "
           "exported file vs PyTorch eager on random input")
+    for r in results:
+        for b in batches:
+            lat = r.latency[b]
+            if lat["skipped"]:
+                print(f"latency {r.format}, batch {b}: {lat['skipped']} (--latency-budget)")
+            elif lat["speedup"]:
+                sp = Speedup(**lat["speedup"])
+                print(f"latency {r.format}, batch {b}, eager and {r.runtime} timed in turn: "
+                      f"{sp.describe(r.runtime)}")
     for note in dict.fromkeys(n for r in results for n in r.notes):
         print(f"note: {note}")
     print(f"wrote {', '.join(r.path for r in results)} and {out / 'summary.json'}")

@@ -1,6 +1,7 @@
 """``prunekit quickstart``: the one-command tour. Train on digits, prune 80% of weights, finetune, compare."""
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from dataclasses import dataclass
@@ -8,10 +9,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import check_number
-from ..options import CommonOptions, DeviceOption, option, redefault
+from ..options import CommonOptions, DeviceOption, LatencyOptions, option, redefault
 from ..utils.io import write_json
 from ..utils.table import markdown_table
-from .common import seeded
+from .common import latency_cell, seeded
 
 log = logging.getLogger(__name__)
 MODEL = "resnet20"
@@ -28,6 +29,7 @@ class QuickstartOptions(DeviceOption):
     finetune_epochs: int = option(8, int, "finetune epochs", low=1)
     seed: int = redefault(CommonOptions, "seed", 0)
     debug: bool = redefault(CommonOptions, "debug", False)
+    latency_budget: float = redefault(LatencyOptions, "latency_budget", 3.0)
 
 
 OPTIONS = QuickstartOptions
@@ -36,20 +38,25 @@ OPTIONS = QuickstartOptions
 def execute(opts: QuickstartOptions) -> int:
     """Run :func:`quickstart` into ``opts.out`` and print its before/after table."""
     result = quickstart(Path(opts.out), ratio=opts.ratio, epochs=opts.epochs, finetune_epochs=opts.finetune_epochs,
-                        seed=opts.seed, device=opts.device)
+                        seed=opts.seed, device=opts.device, latency_budget=opts.latency_budget)
     print(result["table"])
+    print(result["latency_line"])
     print(f"wrote {Path(opts.out) / 'summary.json'} (dense/ and pruned/ hold the checkpoints and logs)")
     return 0
 
 
 def quickstart(out: Path, *, ratio: float = 0.8, epochs: int = 15, finetune_epochs: int = 8, seed: int = 0,
-               device: str = "auto") -> dict[str, Any]:
-    """Train ``resnet20`` on digits, prune ``ratio`` of conv+linear weights (GP), finetune with masks, measure."""
+               device: str = "auto", latency_budget: float = 3.0) -> dict[str, Any]:
+    """Train ``resnet20`` on digits, prune ``ratio`` of conv+linear weights (GP), finetune with masks, measure.
+
+    Latency (batch 1): the dense and the pruned model timed pass by pass in turn within ``latency_budget`` seconds
+    each (0: not timed); ``latency_line`` says whether the difference is more than the noise."""
     from ..data import get_dataset
     from ..engine.distributed import resolve_device
     from ..engine.evaluate import evaluate
     from ..engine.trainer import TrainConfig, fit
-    from ..metrics import measure_latency, summarize
+    from ..metrics import summarize
+    from ..metrics.latency import compare_latency
     from ..models import create_model
     from ..pruning.unstructured import prune_unstructured
 
@@ -70,12 +77,11 @@ def quickstart(out: Path, *, ratio: float = 0.8, epochs: int = 15, finetune_epoc
     def measure(m) -> dict[str, Any]:
         acc = evaluate(m, test_ds, device=dev)
         s = summarize(m, (1, *size))
-        lat = measure_latency(m, size, batch_size=1, device=dev)
         return {"top1": acc["top1"], "top5": acc["top5"], "params": s["params"],
-                "nonzero_params": s["nonzero_params"], "flops": s["sparse_flops"], "dense_flops": s["flops"],
-                "latency_ms": lat.median_ms}
+                "nonzero_params": s["nonzero_params"], "flops": s["sparse_flops"], "dense_flops": s["flops"]}
 
     dense = measure(model)
+    dense_model = copy.deepcopy(model)  # timed against the pruned one at the end, pass by pass
     log.info(f"[2/3] pruning {ratio:.0%} of conv+linear weights (one global magnitude threshold, GP)")
     pruned = prune_unstructured(model, "gp", ratio)
     after_prune = evaluate(model, test_ds, device=dev)["top1"]
@@ -86,15 +92,30 @@ def quickstart(out: Path, *, ratio: float = 0.8, epochs: int = 15, finetune_epoc
         masks=pruned.masks, out_dir=out / "pruned")
     sparse = measure(model)
     sparse["top1_before_finetune"] = after_prune
-    rows = [["dense", dense["top1"], dense["params"], dense["nonzero_params"], dense["flops"], dense["latency_ms"]],
+    comps = compare_latency({"dense": dense_model, "pruned": model}, size, batch_sizes=[1], budget_s=latency_budget,
+                            device=dev)
+    comp = comps[0] if comps else None
+    for label, row in (("dense", dense), ("pruned", sparse)):
+        rep = comp.reports.get(label) if comp is not None else None
+        row["latency_ms"] = rep.median_ms if rep is not None else None
+        row["latency"] = rep.as_dict() if rep is not None else None
+    speed = comp.speedup("dense", "pruned") if comp is not None else None
+    if speed is not None:
+        latency_line = (f"latency, batch 1, dense and pruned timed in turn: {speed.describe('pruned')}; weight "
+                        "masks keep dense shapes, so no speed-up is expected")
+    else:
+        latency_line = f"latency: not timed ({comp.skipped if comp is not None else '--latency-budget 0'})"
+    rows = [["dense", dense["top1"], dense["params"], dense["nonzero_params"], dense["flops"],
+             latency_cell(dense["latency"])],
             ["pruned", sparse["top1"], sparse["params"], sparse["nonzero_params"], sparse["flops"],
-             sparse["latency_ms"]]]
+             latency_cell(sparse["latency"])]]
     table = markdown_table(["model", "top-1 %", "params", "non-zero params", "FLOPs (sparse-aware)",
-                            "latency ms (batch 1)"], rows)
+                            "latency ms (batch 1, median)"], rows)
     summary = {"command": "quickstart", "model": MODEL, "dataset": "digits", "ratio": ratio,
                "flops_convention": "2*MACs; only non-zero weights count",
                "latency_note": "unstructured sparsity keeps dense shapes: latency is not expected to drop",
+               "latency_budget_s": latency_budget, "latency_speedup": None if speed is None else vars(speed),
                "dense": dense, "pruned": sparse}
     write_json(out / "summary.json", summary)
-    return {**summary, "table": table}
+    return {**summary, "table": table, "latency_line": latency_line}
 

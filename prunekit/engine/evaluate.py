@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import PrunekitError
-from ..utils.warn import warn_user
+from ..utils.warn import NonFiniteWarning, warn_user
 
 if TYPE_CHECKING:  # pragma: no cover
     from .distributed import DistInfo
@@ -114,7 +114,8 @@ def evaluate_outputs(modules: Sequence[nn.Module], forward: Callable[[torch.Tens
         if n == 0:
             raise PrunekitError("the evaluation set is empty")
         if not math.isfinite(loss_sum):
-            warn_user(f"the evaluation loss over {n} samples is not finite: the model has NaN/inf weights or "
-                      f"outputs, so its accuracy means nothing")
+            warn_user(NonFiniteWarning(f"the evaluation loss over {n} samples is not finite: the model has NaN/inf "
+                                       "weights or outputs, so its accuracy means nothing",
+                                       f"the evaluation loss over {n} samples is not finite"))
         results.append({"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n, "n": n})
     return results

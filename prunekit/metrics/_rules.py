@@ -8,13 +8,13 @@ operator has no rule and is not known to be free.
   ``baddbmm``/``mv``/``addmv`` = ``M*K*N``; fused attention (``scaled_dot_product_attention`` kernels) =
   ``batch*heads*Lq*Lk*(E + Ev)`` (its two matmuls); the fused ``nn.MultiheadAttention`` fast path = its
   projections + attention. Everything else is 0.
-* Rethinking FLOPs: those ops ``2*MACs``, plus 1 per output element for a bias (``addmm``/``baddbmm``/
+* ``all-ops`` FLOPs (Rethinking's per-element prices on every operator): those ops ``2*MACs``, plus 1 per output element for a bias (``addmm``/``baddbmm``/
   ``addmv``/conv with bias); normalisation (batch/layer/group norm) 2 per output element; softmax 2 per element
   (exp + division); pointwise ops (activations, ``add``/``sub``/``mul``/``div``, comparisons, ...) 1 per output
   element; pooling ``kernel size`` per output element (adaptive pooling: the actual window sizes); reductions
   (``mean``/``sum``/``amax``/...) 1 per input element (``var``/``std`` 2); fused attention adds 3 per attention
   score (scale, softmax) and 1 more with a mask (what the explicit ``q @ k^T * s -> softmax -> @ v`` costs).
-* Free (0 in both): views, copies, ``cat``/``stack``, padding, indexing/gathering, tensor creation.
+* Free (0 in all conventions): views, copies, ``cat``/``stack``, padding, indexing/gathering, tensor creation.
 
 Sparse-aware forms: for a matmul or convolution one of whose operands is a *weight* (computed from parameters,
 buffers or constants only, not from the model input), only its non-zero entries count: ``nnz(W) x positions``
@@ -26,15 +26,20 @@ import math
 from typing import Any, Callable, NamedTuple, Optional
 
 import torch
+import torch.nn as nn
 
 
 class Cost(NamedTuple):
-    """Cost of one operator (or one module's operators) over the whole batch."""
+    """Cost of one operator (or one module's operators) over the whole batch: MACs, ``all-ops`` FLOPs
+    (``rflops``) and ``rethinking`` FLOPs (``hflops``: what the seed's module hooks count, see
+    :func:`module_hook_cost`), each dense and sparse-aware."""
 
     macs: int
     sparse_macs: int
     rflops: int
     sparse_rflops: int
+    hflops: int = 0
+    sparse_hflops: int = 0
 
 
 ZERO = Cost(0, 0, 0, 0)
@@ -264,3 +269,42 @@ def op_cost(func: Any, args: tuple, kwargs: dict, out: Any, is_weight: IsWeight)
     if name in _ACTIVATIONS or torch.Tag.pointwise in func.tags:
         return _rflops(out_t.numel())
     return None
+
+
+# Rethinking's counter (rethinking-network-pruning ``compute_flops.print_model_param_flops``): forward hooks on the
+# leaf modules of these types; nothing else (functional ops, residual adds, adaptive pooling, ...) is seen.
+HOOKED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Upsample)
+
+
+def module_hook_cost(module: nn.Module, inputs: Any, output: Any, nnz: Optional[int]) -> tuple[int, int]:
+    """``(dense, sparse)`` FLOPs (whole batch) of one call of a leaf ``module`` as Rethinking's hooks count it.
+
+    Conv2d ``(2*W + [bias]*Cout)*Hout*Wout*N`` (``W`` = weight entries, non-zero ones for the sparse form); Linear
+    ``rows*(2*W + bias entries)`` (the seed counts one row for inputs that are not 2-D; we count every row);
+    BatchNorm2d 2 per input element; ReLU 1 per input element; MaxPool2d/AvgPool2d ``kh*kw`` per output element;
+    Upsample 12 per output element. Any other module: 0. ``nnz``: the non-zero weight entries (conv/linear)."""
+    if not isinstance(module, HOOKED):
+        return 0, 0
+    inp, out = first_tensor(inputs), first_tensor(output)
+    if inp is None or out is None:
+        return 0, 0
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        numel = module.weight.numel()
+        nnz = numel if nnz is None else nnz
+        if isinstance(module, nn.Conv2d):
+            bias = out.shape[1] if module.bias is not None else 0
+            positions = out.numel() // out.shape[1]  # N * Hout * Wout
+            return (2 * numel + bias) * positions, (2 * nnz + bias) * positions
+        rows = inp.numel() // max(1, module.in_features)
+        bias = module.bias.numel() if module.bias is not None else 0
+        return rows * (2 * numel + bias), rows * (2 * nnz + bias)
+    if isinstance(module, nn.BatchNorm2d):
+        n = 2 * inp.numel()
+    elif isinstance(module, nn.ReLU):
+        n = inp.numel()
+    elif isinstance(module, nn.Upsample):
+        n = 12 * out.numel()
+    else:
+        k = module.kernel_size
+        n = (k * k if isinstance(k, int) else math.prod(k)) * out.numel()
+    return n, n

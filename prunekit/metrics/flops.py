@@ -22,13 +22,22 @@ Conventions (always say which one a number uses):
   ``F.scaled_dot_product_attention`` counts its two matmuls ``batch*heads*Lq*Lk*(E + Ev)``, as do explicit
   ``q @ k.transpose(-2, -1)`` / ``attn @ v``. Bias adds, normalisation, activations, pooling, softmax, adds are 0.
   ``flops = 2*macs`` (what ``torch.utils.flop_counter.FlopCounterMode`` reports).
-* ``"rethinking"`` (rethinking-network-pruning): conv ``(2*nnz(W) + [bias]*Cout)*Hout*Wout``, linear
-  ``2*nnz(W) + [bias]*out`` per row, other matmuls/attention ``2*MACs``, normalisation 2 per output element,
-  activation (``nn.ReLU`` or ``F.relu`` alike) and every other pointwise op (residual ``add``, ``mul``, ``sub``,
-  ``div``, ...) 1 per output element, pooling k^2 per output element (adaptive pooling: the actual window sizes,
-  ``(Hin/Hout)*(Win/Wout)`` when they divide; a global ``x.mean((2, 3))`` 1 per input element), softmax 2 per
-  element, fused attention 3 per attention score (scale + softmax; 4 with a mask). ``torch.cat``, padding,
-  views and indexing are free.
+* ``"rethinking"``: exactly what rethinking-network-pruning's counter (``compute_flops.print_model_param_flops``,
+  forward hooks on leaf modules) counts, so Scratch-B budgets equal the seed's: ``nn.Conv2d``
+  ``(2*nnz(W) + [bias]*Cout)*Hout*Wout``, ``nn.Linear`` ``2*numel(W) + bias`` per row, ``nn.BatchNorm2d`` 2 per
+  element, ``nn.ReLU`` 1 per element, ``nn.MaxPool2d``/``nn.AvgPool2d`` ``k^2`` per output element,
+  ``nn.Upsample`` 12 per output element; a module called twice counts twice. What the hooks cannot see costs 0:
+  functional ops (``F.relu``, residual ``out + x``, ``F.avg_pool2d``), adaptive pooling, other module types
+  (``BatchNorm1d``, ``ReLU6``, attention, ...). Differences from the seed, none of which touch its models: a Linear
+  on inputs with more than 2 dims counts every row (the seed: one), ``sparse=True`` counts a Linear's non-zero
+  weights (the seed prunes and counts conv weights only; its dense count uses ``nnz`` of conv weights always).
+* ``"all-ops"`` (prunekit's complete count at Rethinking's per-element prices): conv ``(2*nnz(W) + [bias]*Cout)*
+  Hout*Wout``, linear ``2*nnz(W) + [bias]*out`` per row, other matmuls/attention ``2*MACs``, normalisation 2 per
+  output element, activation (``nn.ReLU`` or ``F.relu`` alike) and every other pointwise op (residual ``add``,
+  ``mul``, ``sub``, ``div``, ...) 1 per output element, pooling k^2 per output element (adaptive pooling: the
+  actual window sizes, ``(Hin/Hout)*(Win/Wout)`` when they divide; a global ``x.mean((2, 3))`` 1 per input
+  element), softmax 2 per element, fused attention 3 per attention score (scale + softmax; 4 with a mask).
+  ``torch.cat``, padding, views and indexing are free. It sees every operator of the forward, module or functional.
 
 With ``sparse=True`` only weight entries that are not exactly zero count: a convolution or matmul with a weight
 operand costs ``nnz(W) x positions`` instead of ``numel(W) x positions`` (bias adds and everything else are
@@ -51,10 +60,10 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from ..errors import PrunekitError, UnknownNameError
 from ._common import check_input_elements, check_shape, eval_mode, input_checks, model_device, model_dtype
-from ._rules import ZERO, Cost, first_tensor, op_cost, op_name
+from ._rules import ZERO, Cost, first_tensor, module_hook_cost, op_cost, op_name
 from .params import count_nonzero_params, count_params
 
-CONVENTIONS = ("macs", "rethinking")
+CONVENTIONS = ("macs", "rethinking", "all-ops")
 
 NOTE_NOT_CALLED = "not called in forward"
 NOTE_UNKNOWN = "no cost rule for {ops}: not counted"
@@ -150,7 +159,7 @@ class _OpCounter(TorchDispatchMode):
         return out
 
 
-def _hooks(rec: _Record, stack: list[_Record]):
+def _hooks(rec: _Record, stack: list[_Record], nnz: Optional[int]):
     def pre(module: nn.Module, inputs: tuple) -> None:
         if isinstance(module, nn.modules.conv._ConvNd):
             inp = first_tensor(inputs)
@@ -166,6 +175,13 @@ def _hooks(rec: _Record, stack: list[_Record]):
         out = first_tensor(output)
         if out is not None:
             rec.output_shape = list(out.shape)
+        if rec.leaf:  # the "rethinking" convention: what the seed's forward hooks count
+            dense, sparse = module_hook_cost(module, inputs, output, nnz)
+            if dense or sparse:
+                hook = Cost(0, 0, 0, 0, dense, sparse)
+                rec.cost = _add(rec.cost, hook)
+                key = f"nn.{type(module).__name__}"
+                rec.ops[key] = _add(rec.ops.get(key, ZERO), hook)
 
     return pre, post
 
@@ -183,7 +199,9 @@ def _profile(model: nn.Module, input_size: Sequence[int]) -> tuple[tuple[int, ..
             rec = _Record(name or "<model>", m, next(m.children(), None) is None)
             root = root or rec
             records.append(rec)
-            pre, post = _hooks(rec, stack)
+            weight = getattr(m, "weight", None) if isinstance(m, (nn.Conv2d, nn.Linear)) else None
+            nnz = int(torch.count_nonzero(weight.detach())) if isinstance(weight, torch.Tensor) else None
+            pre, post = _hooks(rec, stack, nnz)
             handles.append(m.register_forward_pre_hook(pre, prepend=True))
             handles.append(m.register_forward_hook(post, always_call=True))
         stack.append(root)  # operators run outside any module's forward (none, normally) go to the model
@@ -238,6 +256,8 @@ def _macs_flops(cost: Optional[Cost], sparse: bool, convention: str) -> tuple[Op
     macs = cost.sparse_macs if sparse else cost.macs
     if convention == "macs":
         return macs, 2 * macs
+    if convention == "rethinking":
+        return macs, cost.sparse_hflops if sparse else cost.hflops
     return macs, cost.sparse_rflops if sparse else cost.rflops
 
 
@@ -253,10 +273,12 @@ def count_flops(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32), *,
     """Count MACs and FLOPs of ``model`` for one input of ``input_size`` (batch first; numbers per sample).
 
     ``sparse=True`` counts only non-zero weights of conv/linear/matmul weights. ``convention`` is ``"macs"``
-    (``flops = 2*macs``) or ``"rethinking"`` (see the module docstring). Rows in ``per_layer``: name, type,
+    (``flops = 2*macs``), ``"rethinking"`` (the seed's module hooks) or ``"all-ops"`` (every operator at
+    Rethinking's prices), see the module docstring. Rows in ``per_layer``: name, type,
     output_shape, calls, params, nonzero_params, macs, flops, note (``params`` = the module's own parameters,
     frozen ones included; a container's row holds only the operators of its own ``forward``). ``per_op`` maps
-    each ATen operator (``"aten.relu"``) to its per-sample ``{"macs", "flops"}`` over the counted modules.
+    each ATen operator (``"aten.relu"``; for ``"rethinking"``: each hooked module type, ``"nn.ReLU"``) to its
+    per-sample ``{"macs", "flops"}`` over the counted modules.
 
     >>> import torch.nn as nn, prunekit
     >>> rep = prunekit.count_flops(nn.Conv2d(3, 8, 3, padding=1, bias=False), (1, 3, 32, 32))
@@ -278,6 +300,8 @@ def count_flops(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32), *,
         rows.append({**_base_row(rec), "macs": macs, "flops": flops, "note": rec.note})
     by_op = {}
     for name, cost in per_op.items():
+        if name.startswith("nn.") != (convention == "rethinking"):
+            continue  # module types for the hook convention, ATen operators for the others
         macs, flops = _macs_flops(cost, sparse, convention)
         if macs or flops:
             by_op[name] = {"macs": macs, "flops": flops}

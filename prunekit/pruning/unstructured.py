@@ -13,7 +13,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,6 +24,9 @@ from .reports import LayerReport, PruneReport
 from .scope import Layer, Scope, select_layers
 
 METHODS = ("layerwise", "global", "per-kind", "gp", "gpmt", "random")
+#: Methods that calibrate on data (``prune_unstructured(..., data=...)``); not in :data:`METHODS` (which the
+#: Sparsifier and the sweep take: they have no calibration data).
+CALIBRATED_METHODS = ("wanda", "sparsegpt")
 DEFAULT_KINDS: dict[str, tuple[str, ...]] = {
     "layerwise": ("conv", "linear"), "global": ("conv",), "per-kind": ("conv", "linear"),
     "gp": ("conv", "linear"), "gpmt": ("conv", "linear"), "random": ("conv", "linear"),
@@ -171,10 +174,18 @@ def _layer_reports(layers: Sequence[Layer], keeps: Sequence[torch.Tensor],
 
 
 # --------------------------------------------------------------------------------------------------- entry point
-def prune_unstructured(model: nn.Module, method: str, ratio: float, *, scope: Scope | None = None,
+def prune_unstructured(model: nn.Module, method: str, ratio: float | None, *, scope: Scope | None = None,
                        min_threshold: float | None = None, seed: int = 0, allow_empty_layers: bool = False,
-                       apply: bool = True) -> PruneResult:
-    """Weight-level pruning of ``model`` by ``method`` (one of :data:`METHODS`) at sparsity ``ratio``.
+                       apply: bool = True, data: Iterable[Any] | None = None, n: int | None = None,
+                       m: int | None = None, blocks: str | list[str] | None = None, sequential: bool = True,
+                       blocksize: int = 128, damp: float = 0.01) -> PruneResult:
+    """Weight-level pruning of ``model`` by ``method`` (one of :data:`METHODS` or :data:`CALIBRATED_METHODS`).
+
+    Calibrated methods (``"wanda"``, ``"sparsegpt"``) need ``data`` (calibration batches: tensors, tuples of
+    arguments or dicts of keyword arguments), prune the Linear/Conv2d layers inside the model's repeated blocks one
+    block at a time, and take ``ratio`` or ``n``/``m`` (N:M: keep ``n`` of every ``m``), ``blocks``,
+    ``sequential``, ``blocksize`` and ``damp``: see :func:`prunekit.pruning.calibrated.prune_calibrated`. Their
+    report (a ``CalibratedReport``) adds per-layer reconstruction errors, time and peak memory.
 
     ``scope`` defaults to :data:`DEFAULT_KINDS` of the method (``global``: conv weights only, as Rethinking).
     ``min_threshold`` (gpmt only): percent of all in-scope weights that every layer keeps at least.
@@ -190,9 +201,27 @@ def prune_unstructured(model: nn.Module, method: str, ratio: float, *, scope: Sc
     (133848, 267696, 0.5)
     >>> all(bool((model.get_parameter(n)[~m] == 0).all()) for n, m in res.masks.items())
     True
+    >>> import torch
+    >>> lm_layer = torch.nn.Linear(8, 4)  # calibrated: every output row keeps its 4 best |w|·‖x‖
+    >>> res = prunekit.prune_unstructured(lm_layer, "wanda", 0.5, data=[torch.randn(16, 8)])
+    >>> res.report.total_pruned, [int(r.sum()) for r in res.masks["weight"]]
+    (16, [4, 4, 4, 4])
     """
+    if method in CALIBRATED_METHODS:
+        if min_threshold is not None:
+            raise PrunekitError(f"--min-threshold only applies to gpmt, not to {method}")
+        from .calibrated.run import prune_calibrated
+
+        res = prune_calibrated(model, method, ratio, data=data, n=n, m=m, scope=scope, blocks=blocks,
+                               sequential=sequential, blocksize=blocksize, damp=damp,
+                               allow_empty_layers=allow_empty_layers, apply=apply)
+        return PruneResult(masks=res.masks, report=res.report)
     if method not in METHODS:
-        raise UnknownNameError(f"unknown weight-level method {method!r}; valid: {', '.join(METHODS)}")
+        valid = ", ".join(METHODS + CALIBRATED_METHODS)
+        raise UnknownNameError(f"unknown weight-level method {method!r}; valid: {valid}")
+    if data is not None or n is not None or m is not None:
+        raise PrunekitError(f"data=, n= and m= apply to the calibrated methods ({', '.join(CALIBRATED_METHODS)}), "
+                            f"not to {method}")
     check_range("ratio", float(ratio), 0.0, 1.0)
     if method == "gpmt":
         if min_threshold is None:

@@ -29,8 +29,23 @@ def _is_internal(filename: str, prefixes: tuple[str, ...]) -> bool:
     return path.startswith(prefixes) or path == _CONTEXTLIB
 
 
-def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+class HeldWarning(UserWarning):
+    """A warning about a cause that may make the command fail later (e.g. NaN weights). The CLI holds it until the
+    command ends: folded into the error when the command fails (one line per user error), printed once otherwise.
+    ``cause``: the short statement of the cause that is put in front of the error."""
+
+    def __init__(self, message: str, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause if cause is not None else message
+
+
+class NonFiniteWarning(HeldWarning):
+    """Weights, outputs or losses hold NaN or inf."""
+
+
+def warn_user(message: str | Warning, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn`` attributed to the first caller frame outside prunekit, torch and ``contextlib``.
+    ``message`` may be a Warning instance (its class is then the category).
 
     >>> warn_user("layer fc kept one channel instead of none")  # doctest: +SKIP
     """

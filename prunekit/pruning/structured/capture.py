@@ -259,7 +259,7 @@ class Capture:
             return
         if target in _DECISIONS and self.decision is None:
             self.decision = user_source()
-        for a in args:
+        for a in (*args, *kwargs.values()):  # F.linear(input=x, weight=self.qkv.weight): read by keyword too
             if isinstance(a, nn.Parameter):
                 self.param_ids.add(id(a))
         self.apply(Call(op, target, tuple(args), dict(kwargs)), out, None, self.path)

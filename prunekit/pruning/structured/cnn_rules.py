@@ -59,8 +59,8 @@ def _owner(ctx: RuleContext, t: Any) -> tuple[str, nn.Module, str] | None:
 
 
 def _as_module_call(ctx: RuleContext, path: str, module: nn.Module, rule: Any) -> Any:
-    """Apply a module rule to ``module`` called on this op's first argument."""
-    x = ctx.args[0]
+    """Apply a module rule to ``module`` called on this op's first argument (positional or ``input=``)."""
+    x = ctx.arg(0, "input")
     sub = RuleContext(ctx.graph, _Node(path, (x,)), (x,), {}, ctx.out, module)
     return rule(sub)
 
