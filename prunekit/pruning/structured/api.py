@@ -89,7 +89,7 @@ def prune_and_report(model: nn.Module, method: str = "l1-filter", *, input_size:
                      ignore: Sequence[str] = (), max_group_ratio: float = 0.9, data: Iterable | None = None,
                      seed: int = 0, strict_empty: bool = False, masks: Mapping[str, torch.Tensor] | None = None,
                      latency_runtime: str | None = None, latency_batch: int | None = None,
-                     latency_threads: int | None = None, latency_batch_sizes: Sequence[int] = (1, 64),
+                     latency_threads: int | None = None, latency_batch_sizes: Sequence[int] = (1,),
                      latency_repeats: int = 10, device: str | torch.device = "cpu",
                      evaluate: Callable[[nn.Module], float] | None = None,
                      source: str = "the model", kinds: Sequence[str] | None = None, depth: int = 0,
