@@ -267,8 +267,11 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
         elif hf_loadable:
             _hidden_multiple_of_heads(graph, live, scores, removed, info)
         _follow_hidden(graph, [g for g in tied_to_hidden if g in live], scores, removed)
-        keep = {g.name: [c for u, c in enumerate(candidates(graph, g)) if u not in set(removed[g.name])]
-                for g in live if removed.get(g.name)}
+        keep = {}
+        for g in live:
+            if removed.get(g.name):
+                gone = set(removed[g.name])
+                keep[g.name] = [c for u, c in enumerate(candidates(graph, g)) if u not in gone]
         res = finish(graph, live, keep, f"structured-{criterion}", notes, info)
         failure = _first_failure(res.model, example)
         if failure is None:
