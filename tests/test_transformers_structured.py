@@ -333,3 +333,18 @@ def test_head_dims_keep_every_head_and_remove_the_same_dims_from_each():
     kept = res.plan["modules"]["q"]["out"]  # the same 4 dims in every head
     assert [i % 8 for i in kept] == [i % 8 for i in kept[:4]] * 4 and [i // 8 for i in kept[::4]] == [0, 1, 2, 3]
     assert res.info["rel_diff"] <= REL
+
+
+def test_llama_hidden_width_is_rounded_to_a_multiple_of_the_heads_its_config_checks(tmp_path):
+    cfg = transformers.LlamaConfig(vocab_size=96, hidden_size=128, intermediate_size=96, num_hidden_layers=1,
+                                   num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    ex = {"input_ids": torch.randint(0, 96, (1, 8), generator=GEN)}
+    res = prunekit.prune_structured(model, ex, ratio=0.3)  # floor(128 * 0.7) = 89 -> 88, 4 heads kept
+    assert res.model.config.hidden_size == 88 and res.model.config.num_attention_heads == 4
+    assert any("rounded down to 88" in n for n in res.info["notes"])
+    assert any("whole units" in n for n in res.info["notes"])  # 2 key/value groups: 0.3 keeps 1 of them
+    res.model.save_pretrained(tmp_path)
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert torch.allclose(_logits(again, ex), _logits(res.model, ex), rtol=0, atol=1e-5)
