@@ -1,7 +1,7 @@
 """``prunekit prune --model HF_FOLDER --method structured``: heads, widths and blocks of a Hugging Face model.
 
 The model is loaded offline from a local folder (``config.json`` + safetensors). Example inputs: token ids (the
-folder's tokenizer on ``--example-text`` when it has one, else ``--seq-len`` seeded random ids) or ``pixel_values``
+folder's tokenizer on ``--example-text`` when it has one, else ``--example-len`` seeded random ids) or ``pixel_values``
 (``--input-size``, else the config's image size). ``--kinds heads,hidden,channels`` says what may be pruned,
 ``--depth N`` removes N blocks first, ``--head-dims`` prunes dims inside heads instead of whole heads.
 
@@ -48,7 +48,8 @@ def example_inputs(model: nn.Module, folder: str, args: Any) -> dict[str, torch.
             except (OSError, ValueError) as exc:
                 raise PrunekitError(f"--example-text: {folder} has no tokenizer prunekit can load ({exc}); drop "
                                     "--example-text to use random token ids") from None
-        n = min(int(args.seq_len), int(getattr(cfg, "max_position_embeddings", args.seq_len) or args.seq_len))
+        n = int(args.example_len)
+        n = min(n, int(getattr(cfg, "max_position_embeddings", None) or n))
         return {"input_ids": torch.randint(0, int(cfg.vocab_size), (1, n), generator=gen)}
     size = parse_input_size(args.input_size)
     if size is None:

@@ -98,7 +98,7 @@ class StructuredOptions(Options):
                         group=_G)
     head_dims: bool = option(False, bool, "transformers: heads lose dims instead of whole heads (not with rotary "
                              "embeddings)", group=_G)
-    seq_len: int = option(32, int, "Hugging Face text models: length of the random example token ids", low=1,
+    example_len: int = option(32, int, "Hugging Face text models: length of the random example token ids", low=1,
                           high=1 << 20, group=_G)
     example_text: str | None = option(None, help="Hugging Face text models: example text for the folder's "
                                       "tokenizer", group=_G)
