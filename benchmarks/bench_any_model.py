@@ -272,8 +272,10 @@ def register_cpu_kernels() -> None:
         return F.avg_pool2d(out, sr) if sr > 1 else out
 
     import torchvision.extension
+    import torchvision.ops.roi_align
 
     torchvision.extension._has_ops = lambda: True  # torchvision.ops checks for its compiled library first
+    torchvision.ops.roi_align._has_ops = lambda: True  # else roi_align takes its torch.compile'd Python fallback
     lib = torch.library.Library("torchvision", "IMPL")
     lib.impl("nms", nms, "CPU")
     lib.impl("roi_align", roi_align, "CPU")
@@ -552,7 +554,7 @@ def run_tp(spec: dict[str, Any], dense: nn.Module, ratio: float, limit_s: int) -
                                           global_pruning=False, ignored_layers=ignored, num_heads=num_heads)
             pruner.step()
             for mod in m.modules():  # TP's timm example: keep the attention modules' head bookkeeping right
-                if mod in num_heads.values() or not isinstance(getattr(mod, "qkv", None), nn.Linear):
+                if not isinstance(getattr(mod, "qkv", None), nn.Linear):
                     continue
                 if isinstance(getattr(mod, "head_dim", None), int) and isinstance(getattr(mod, "num_heads", None), int):
                     mod.head_dim = mod.qkv.out_features // (3 * mod.num_heads)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -305,6 +306,21 @@ def last_two_dims(ctx: RuleContext) -> Any:
     return elementwise(ctx)
 
 
+def repeat_interleave(ctx: RuleContext) -> Any:
+    """``x.repeat_interleave(r, dim)`` with an integer ``r``: along the channel dim every label is repeated ``r`` times
+    (a unit keeps its copies together), along another dim the channels pass; anything else is kept whole."""
+    c = ctx.ch(0)
+    x, out = ctx.args[0], ctx.out
+    r, d = ctx.arg(1, "repeats"), ctx.arg(2, "dim")
+    if not isinstance(c, Ch) or c.cdim is None:
+        return OPAQUE
+    if c.param is not None or c.inner or not isinstance(r, int) or d is None or not isinstance(out, torch.Tensor):
+        return _keep(ctx)
+    if _norm_dim(d, x.dim()) == c.cdim:
+        return Ch(c.cdim, np.repeat(c.labels, r))
+    return Ch(c.cdim, c.labels)
+
+
 # -- registration --------------------------------------------------------------------------------------------------
 
 
@@ -349,6 +365,10 @@ for _m in ("gt", "lt", "ge", "le", "eq", "ne", "greater", "less", "logical_and",
 for _f in (torch.gt, torch.lt, torch.ge, torch.le, torch.eq, torch.ne, torch.logical_and, torch.logical_or,
            torch.bitwise_and, torch.bitwise_or):
     _add(FUNCTION_RULES, _f, B.broadcast)
+_add(METHOD_RULES, "repeat_interleave", repeat_interleave)
+_add(FUNCTION_RULES, torch.repeat_interleave, repeat_interleave)
+if hasattr(F, "rms_norm"):  # like F.layer_norm: channels among the normalised dims are kept whole
+    _add(FUNCTION_RULES, F.rms_norm, B.f_layer_norm)
 for _m in ("any", "all"):
     _add(METHOD_RULES, _m, B.reduction)
 for _f in (torch.any, torch.all):

@@ -14,7 +14,7 @@ import numpy as np
 from .multidim import HEAD_COUNT_ATTRS, HEAD_DIM_ATTRS
 
 KV_COUNT_ATTRS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_kv_head", "num_kv")
-WIDTH_ATTRS = ("all_head_size", "inner_dim", "split_size")
+WIDTH_ATTRS = ("all_head_size", "inner_dim", "split_size", "attn_dim")
 
 
 def removed_roots(graph: Any, removed: Mapping[str, Sequence[int]]) -> set[int]:

@@ -153,7 +153,7 @@ def finish(graph: DependencyGraph, groups: Sequence[Group], keep: Keep, method: 
 
 
 KINDS = ("heads", "hidden", "channels")
-_MAX_FALLBACKS = 8
+_MAX_FALLBACKS = 16
 
 
 def prune_structured(model: nn.Module, example_inputs: Any = None, *,
@@ -289,7 +289,9 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
         kept_whole += culprits
         info.setdefault("kept_whole", []).append({"module": path, "groups": culprits, "error": err})
     else:
-        raise PrunekitError("structured pruning could not find a prune whose model runs; ignore= the failing modules")
+        tried = ", ".join(dict.fromkeys(k["module"] or "<root>" for k in info.get("kept_whole", [])))
+        raise PrunekitError(f"structured pruning could not find a prune whose model runs (the pruned model failed "
+                            f"in {tried}); pass ignore= with those modules to keep them whole")
     if kept_whole:
         warn_user(f"kept {len(kept_whole)} group(s) whole because the pruned model could not run with them pruned: "
                   + "; ".join(f"{k['module']} ({k['error']})" for k in info["kept_whole"]))
@@ -453,6 +455,9 @@ def _groups_in(graph: DependencyGraph, groups: Sequence[Group], path: str) -> li
     group with a site in it."""
     inside = lambda n: n == path or n.startswith(path + ".") if path else True  # noqa: E731
     heads = {a["module"] for a in graph.attention if inside(a["module"])}
+    kind = type(graph.modules.get(path)) if path in graph.modules else None
+    if heads and kind is not None:  # every attention of that class fails alike (timm's blocks): keep them all
+        heads |= {a["module"] for a in graph.attention if type(graph.modules.get(a["module"])) is kind}
     if heads:
         labels = set()
         root_of = graph.uf.all_roots()
