@@ -54,7 +54,7 @@ def test_models_are_timed_in_turn_within_the_budget_and_too_slow_batches_are_ski
 def test_a_first_pass_over_the_budget_skips_the_batch_and_the_larger_ones():
     slow = _Sleeper(300.0)
     [one, two] = compare_latency({"slow": slow}, (2,), batch_sizes=[1, 2], budget_s=0.1)
-    assert one.skipped and "0.3 s" in one.skipped and two.skipped
+    assert one.skipped and re.search(r"about 0\.3\d* s", one.skipped) and two.skipped  # 0.30x: sleep overshoots
     assert slow.calls == {1: 1}  # the one warm-up pass that showed it, nothing at batch 2
 
 
