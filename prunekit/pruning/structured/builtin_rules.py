@@ -505,17 +505,10 @@ def getitem(ctx: RuleContext) -> Any:
         return OPAQUE
     if c.inner:
         return M.getitem(ctx, c, src, idx)
-    idx = idx if isinstance(idx, tuple) else (idx,)
-    if any(isinstance(i, (torch.Tensor, list)) for i in idx):
+    expanded = M.basic_index(idx, src.dim())
+    if expanded is None:
         ctx.fix(c)
         return OPAQUE
-    n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
-    expanded: list[Any] = []
-    for i in idx:
-        if i is Ellipsis:
-            expanded += [slice(None)] * (src.dim() - n_real)
-        else:
-            expanded.append(i)
     in_d = out_d = 0
     for i in expanded:
         if i is None:

@@ -202,17 +202,25 @@ def reduce(ctx: RuleContext, c: Ch, ndim: int, dims: Any, keepdim: bool) -> Ch:
     return make([shift(d) for d in c.dims], np.asarray(c.labels))
 
 
-def getitem(ctx: RuleContext, c: Ch, src: torch.Tensor, idx: Any) -> Ch:
-    """Basic indexing (ints, slices, None, Ellipsis): slices of a channel dim slice its labels, an int drops it."""
+def basic_index(idx: Any, ndim: int) -> list[Any] | None:
+    """``x[idx]`` as one entry per dim (ints, slices; ``None`` for inserted dims), Ellipsis expanded; None for
+    advanced indexing (tensors, lists)."""
     idx = idx if isinstance(idx, tuple) else (idx,)
     if any(isinstance(i, (torch.Tensor, list)) for i in idx):
-        ctx.fix(c)
-        return OPAQUE
+        return None
     n_real = sum(1 for i in idx if i is not None and i is not Ellipsis)
     expanded: list[Any] = []
     for i in idx:
-        expanded += [slice(None)] * (src.dim() - n_real) if i is Ellipsis else [i]
-    expanded += [slice(None)] * (src.dim() - sum(1 for i in expanded if i is not None))
+        expanded += [slice(None)] * (ndim - n_real) if i is Ellipsis else [i]
+    return expanded + [slice(None)] * (ndim - sum(1 for i in expanded if i is not None))
+
+
+def getitem(ctx: RuleContext, c: Ch, src: torch.Tensor, idx: Any) -> Ch:
+    """Basic indexing (ints, slices, None, Ellipsis): slices of a channel dim slice its labels, an int drops it."""
+    expanded = basic_index(idx, src.dim())
+    if expanded is None:
+        ctx.fix(c)
+        return OPAQUE
     lab = np.asarray(c.labels)
     axes = list(c.dims)
     new_dims: dict[int, int] = {}
