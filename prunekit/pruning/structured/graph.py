@@ -428,6 +428,14 @@ class DependencyGraph:
         raise PrunekitError(f"no prunable channel group named {name!r}")
 
 
+def candidates(graph: DependencyGraph, g: Group) -> list[int]:
+    """The channels of ``g`` as the keep lists name them: full-width positions for a selection group, else unit
+    indexes ``0..size-1`` (for a single conv: its filter indexes)."""
+    if g.select is not None:
+        return list(graph.sites[("select_out", g.select)].info["kept"])
+    return list(range(g.size))
+
+
 def _flat(c: Any) -> Iterable[Any]:
     if isinstance(c, (list, tuple)):
         for x in c:

@@ -14,8 +14,14 @@ import copy
 import logging
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
+
+from ..calibrated.blocks import find_blocks
+from .graph import DependencyGraph, Group, candidates
+from .heads import attention_table, removed_roots
+from .selection import top_units
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +135,82 @@ def _shapes_differ(pruned: nn.Module, cfg: Any) -> str | None:
     if missing:
         return f"the config builds {missing[0]}, which the pruned model does not have"
     return None
+
+
+def hidden_follows_heads(graph: DependencyGraph, groups: Sequence[Group], scores: Mapping[str, np.ndarray],
+                          removed: dict[str, list[int]], notes: list[str]) -> None:
+    """For a config whose head size is ``hidden_size / num_attention_heads`` (BERT, ViT): the hidden width keeps
+    ``heads · head_dim`` channels, or, when the hidden width may not be pruned, no head goes."""
+    table = attention_table(graph, removed_roots(graph, removed))
+    if not table or all(r["heads_kept"] == r["heads"] for r in table):
+        return
+    q = max(table, key=lambda r: r["heads"])
+    want = q["heads_kept"] * q["head_dim"]
+    hidden = [g for g in groups if g.kind == "hidden"]
+    if len(hidden) == 1 and 1 <= want <= hidden[0].size:
+        notes.append(f"hidden width set to {want} = {q['heads_kept']} heads × {q['head_dim']}: the config derives the "
+                     "head size from hidden_size / num_attention_heads")
+    if len(hidden) != 1 or want < 1 or want > hidden[0].size:
+        for g in groups:
+            if g.kind == "heads":
+                removed[g.name] = []
+        notes.append("heads kept: this config derives the head size from hidden_size / num_attention_heads, so "
+                     "heads can only go with the hidden width (kinds must include 'hidden')")
+        return
+    g = hidden[0]
+    removed[g.name] = [u for u in range(g.size) if u not in set(top_units(scores[g.name], want))]
+
+
+def hidden_multiple_of_heads(graph: DependencyGraph, groups: Sequence[Group], scores: Mapping[str, np.ndarray],
+                              removed: dict[str, list[int]], info: dict[str, Any]) -> None:
+    """Stock configs check ``hidden_size % num_attention_heads == 0`` (Llama does, even with ``head_dim``): the hidden
+    width keeps a multiple of the heads kept, rounded down, and the report says so."""
+    table = attention_table(graph, removed_roots(graph, removed))
+    hidden = [g for g in groups if g.kind == "hidden"]
+    if not table or len(hidden) != 1:
+        return
+    heads = max(r["heads_kept"] for r in table)
+    g = hidden[0]
+    n = g.size - len(removed.get(g.name, []))
+    want = n - n % heads
+    if want < 1 or want == n:
+        return
+    removed[g.name] = [u for u in range(g.size) if u not in set(top_units(scores[g.name], want))]
+    info.setdefault("notes", []).append(f"hidden width {n} rounded down to {want}, a multiple of the {heads} heads "
+                                        "kept (the config requires it)")
+
+
+def follow_hidden(graph: DependencyGraph, followers: Sequence[Group], scores: Mapping[str, np.ndarray],
+                   removed: dict[str, list[int]]) -> None:
+    """Groups whose width the config ties to ``hidden_size`` keep as many channels as the hidden width."""
+    hidden = [g for g in graph.groups if g.kind == "hidden"]
+    if not followers or len(hidden) != 1:
+        return
+    want = hidden[0].size - len(removed.get(hidden[0].name, []))
+    for g in followers:
+        removed[g.name] = [u for u in range(g.size) if u not in set(top_units(scores[g.name], want))]
+
+
+def update_hf_config(res: Any, graph: DependencyGraph, table: Sequence[Mapping[str, Any]], chain: Any,
+               depth_res: Any) -> dict[str, Any]:
+    """Set ``res.model.config`` to what the stock class needs to rebuild the pruned model, when one config can."""
+    chain = chain or find_blocks(res.model)
+    widths: dict[str, list[int]] = {"mlp": [], "hidden": []}
+    per_block: dict[int, list[int]] = {}
+    for g in graph.groups:
+        n = len(res.keep.get(g.name, candidates(graph, g)))
+        if g.kind == "hidden":
+            widths["hidden"].append(n)
+        elif g.kind == "channels":
+            idx = {block_index(k[1], chain.names) for k in g.positions}
+            if len(idx) == 1 and None not in idx:
+                per_block.setdefault(idx.pop(), []).append(n)
+    if per_block and all(len(v) == 1 for v in per_block.values()):
+        widths["mlp"] = [v[0] for v in per_block.values()]
+    layers = len(chain.names) if depth_res is not None else None
+    cfg, changes, reason = hf_config(res.model, table, widths, layers)
+    if reason is None:
+        res.model.config = cfg
+    else:
+        log.info("the pruned model keeps its prunekit plan: %s", reason)
+    return {"loadable": reason is None, "config": changes, "reason": reason}

@@ -20,17 +20,19 @@ import torch.nn as nn
 from ...errors import PrunekitError, UnknownNameError, check_number, check_range
 from ...utils.warn import warn_user
 from ..calibrated.blocks import find_blocks
-from .capture import as_inputs, call_model
-from .graph import DependencyGraph, Group, build_graph, ignore_paths
+from .capture import as_inputs
 from .compensate import compensate_biases
 from .cost import CostModel, removed_positions
 from .depth import prune_depth
+from .fallback import first_failure, groups_to_keep_whole
+from .graph import DependencyGraph, Group, build_graph, candidates, ignore_paths
 from .heads import attention_attrs, attention_table, removed_roots
-from .hf import block_index, derived_head_dim, describable, hf_config, is_hf_model, stock_describable
+from .hf import (derived_head_dim, describable, follow_hidden, hidden_follows_heads, hidden_multiple_of_heads,
+                 is_hf_model, stock_describable, update_hf_config)
 from .importance import CRITERIA, accumulate_gradients, activation_norms, all_scores
 from .plan import Plan, apply_plan, compose_plans, new_plan
 from .result import StructuredResult, carry_identity
-from .selection import check_round_to, global_order, global_take, keep_count, search, select_uniform, top_units
+from .selection import check_round_to, global_order, global_take, keep_count, search, select_uniform
 from .verify import check_exact
 
 log = logging.getLogger(__name__)
@@ -39,14 +41,6 @@ Keep = dict[str, list[int]]
 
 # ----------------------------------------------------------------------------------------------------------------
 # candidates and keep lists
-
-
-def candidates(graph: DependencyGraph, g: Group) -> list[int]:
-    """The channels of ``g`` as the keep lists name them: full-width positions for a selection group, else unit
-    indexes ``0..size-1`` (for a single conv: its filter indexes)."""
-    if g.select is not None:
-        return list(graph.sites[("select_out", g.select)].info["kept"])
-    return list(range(g.size))
 
 
 def removed_units(graph: DependencyGraph, g: Group, kept: Iterable[int]) -> list[int]:
@@ -263,17 +257,17 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
                           normalize=normalize, max_group_ratio=max_group_ratio, strict_empty=strict_empty,
                           notes=notes)
         if follow_heads:
-            _hidden_follows_heads(graph, live, scores, removed, info.setdefault("notes", []))
+            hidden_follows_heads(graph, live, scores, removed, info.setdefault("notes", []))
         elif hf_loadable:
-            _hidden_multiple_of_heads(graph, live, scores, removed, info)
-        _follow_hidden(graph, [g for g in tied_to_hidden if g in live], scores, removed)
+            hidden_multiple_of_heads(graph, live, scores, removed, info)
+        follow_hidden(graph, [g for g in tied_to_hidden if g in live], scores, removed)
         keep = {}
         for g in live:
             if removed.get(g.name):
                 gone = set(removed[g.name])
                 keep[g.name] = [c for u, c in enumerate(candidates(graph, g)) if u not in gone]
         res = finish(graph, live, keep, f"structured-{criterion}", notes, info)
-        failure = _first_failure(res.model, example)
+        failure = first_failure(res.model, example)
         if failure is None:
             break
         path, err = failure
@@ -282,7 +276,7 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
             follow_heads = True  # a forward that reshapes heads to the input width (timm's reshape(B, N, C))
             info["hidden_follows_heads"] = path
             continue
-        culprits = _groups_in(graph, live, path)
+        culprits = groups_to_keep_whole(graph, live, path)
         if not culprits:
             raise PrunekitError(f"the pruned model fails in module {path or '<root>'!r} ({err}), and no pruned "
                                 f"group lies there; pass ignore=['^{path}$'] to keep it whole")
@@ -317,7 +311,7 @@ def prune_structured(model: nn.Module, example_inputs: Any = None, *,
     if depth_res is not None:  # res.plan already starts from the depth-pruned model's plan (rebuild composes)
         res.info["depth"] = depth_res.info["depth"]
     if hf:
-        res.info["hf"] = _update_hf(res, graph, table, chain, depth_res)
+        res.info["hf"] = update_hf_config(res, graph, table, chain, depth_res)
     res.info["prune_seconds"] = round(time.perf_counter() - t0, 4)
     if verify:
         check_exact(base, res, example, tolerance=tolerance)
@@ -372,127 +366,6 @@ def _select(graph: DependencyGraph, groups: Sequence[Group], scores: Mapping[str
                             f"{reached:.4f} of the dense {kind} (max_group_ratio={max_group_ratio}); raise "
                             "the target or max_group_ratio")
     return take(k)
-
-
-def _hidden_follows_heads(graph: DependencyGraph, groups: Sequence[Group], scores: Mapping[str, np.ndarray],
-                          removed: dict[str, list[int]], notes: list[str]) -> None:
-    """For a config whose head size is ``hidden_size / num_attention_heads`` (BERT, ViT): the hidden width keeps
-    ``heads · head_dim`` channels, or, when the hidden width may not be pruned, no head goes."""
-    table = attention_table(graph, removed_roots(graph, removed))
-    if not table or all(r["heads_kept"] == r["heads"] for r in table):
-        return
-    q = max(table, key=lambda r: r["heads"])
-    want = q["heads_kept"] * q["head_dim"]
-    hidden = [g for g in groups if g.kind == "hidden"]
-    if len(hidden) == 1 and 1 <= want <= hidden[0].size:
-        notes.append(f"hidden width set to {want} = {q['heads_kept']} heads × {q['head_dim']}: the config derives the "
-                     "head size from hidden_size / num_attention_heads")
-    if len(hidden) != 1 or want < 1 or want > hidden[0].size:
-        for g in groups:
-            if g.kind == "heads":
-                removed[g.name] = []
-        notes.append("heads kept: this config derives the head size from hidden_size / num_attention_heads, so "
-                     "heads can only go with the hidden width (kinds must include 'hidden')")
-        return
-    g = hidden[0]
-    removed[g.name] = [u for u in range(g.size) if u not in set(top_units(scores[g.name], want))]
-
-
-def _hidden_multiple_of_heads(graph: DependencyGraph, groups: Sequence[Group], scores: Mapping[str, np.ndarray],
-                              removed: dict[str, list[int]], info: dict[str, Any]) -> None:
-    """Stock configs check ``hidden_size % num_attention_heads == 0`` (Llama does, even with ``head_dim``): the hidden
-    width keeps a multiple of the heads kept, rounded down, and the report says so."""
-    table = attention_table(graph, removed_roots(graph, removed))
-    hidden = [g for g in groups if g.kind == "hidden"]
-    if not table or len(hidden) != 1:
-        return
-    heads = max(r["heads_kept"] for r in table)
-    g = hidden[0]
-    n = g.size - len(removed.get(g.name, []))
-    want = n - n % heads
-    if want < 1 or want == n:
-        return
-    removed[g.name] = [u for u in range(g.size) if u not in set(top_units(scores[g.name], want))]
-    info.setdefault("notes", []).append(f"hidden width {n} rounded down to {want}, a multiple of the {heads} heads "
-                                        "kept (the config requires it)")
-
-
-def _follow_hidden(graph: DependencyGraph, followers: Sequence[Group], scores: Mapping[str, np.ndarray],
-                   removed: dict[str, list[int]]) -> None:
-    """Groups whose width the config ties to ``hidden_size`` keep as many channels as the hidden width."""
-    hidden = [g for g in graph.groups if g.kind == "hidden"]
-    if not followers or len(hidden) != 1:
-        return
-    want = hidden[0].size - len(removed.get(hidden[0].name, []))
-    for g in followers:
-        removed[g.name] = [u for u in range(g.size) if u not in set(top_units(scores[g.name], want))]
-
-
-def _first_failure(model: nn.Module, example: Any) -> tuple[str, str] | None:
-    """``(module path, error)`` where the pruned model fails on ``example``, or None if it runs."""
-    paths = {id(m): n for n, m in model.named_modules()}
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            call_model(model, example)
-    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as exc:
-        path = ""
-        tb = exc.__traceback__
-        while tb is not None:
-            owner = tb.tb_frame.f_locals.get("self")
-            if isinstance(owner, nn.Module) and id(owner) in paths:
-                path = paths[id(owner)]
-            tb = tb.tb_next
-        return path, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    finally:
-        model.train(was)
-    return None
-
-
-def _groups_in(graph: DependencyGraph, groups: Sequence[Group], path: str) -> list[str]:
-    """The pruned groups to keep whole when ``path`` fails: its attention heads if it views heads, else every
-    group with a site in it."""
-    inside = lambda n: n == path or n.startswith(path + ".") if path else True  # noqa: E731
-    heads = {a["module"] for a in graph.attention if inside(a["module"])}
-    kind = type(graph.modules.get(path)) if path in graph.modules else None
-    if heads and kind is not None:  # every attention of that class fails alike (timm's blocks): keep them all
-        heads |= {a["module"] for a in graph.attention if type(graph.modules.get(a["module"])) is kind}
-    if heads:
-        labels = set()
-        root_of = graph.uf.all_roots()
-        for a in graph.attention:
-            if a["module"] in heads:
-                labels.update(root_of[np.asarray(a["labels"]).reshape(-1)].tolist())
-        hit = [g.name for g in groups if labels.intersection(g.roots)]
-        if hit:
-            return hit
-    return [g.name for g in groups if any(inside(k[1]) for k in g.positions)]
-
-
-def _update_hf(res: StructuredResult, graph: DependencyGraph, table: Sequence[Mapping[str, Any]], chain: Any,
-               depth_res: StructuredResult | None) -> dict[str, Any]:
-    """Set ``res.model.config`` to what the stock class needs to rebuild the pruned model, when one config can."""
-    chain = chain or find_blocks(res.model)
-    widths: dict[str, list[int]] = {"mlp": [], "hidden": []}
-    per_block: dict[int, list[int]] = {}
-    for g in graph.groups:
-        n = len(res.keep.get(g.name, candidates(graph, g)))
-        if g.kind == "hidden":
-            widths["hidden"].append(n)
-        elif g.kind == "channels":
-            idx = {block_index(k[1], chain.names) for k in g.positions}
-            if len(idx) == 1 and None not in idx:
-                per_block.setdefault(idx.pop(), []).append(n)
-    if per_block and all(len(v) == 1 for v in per_block.values()):
-        widths["mlp"] = [v[0] for v in per_block.values()]
-    layers = len(chain.names) if depth_res is not None else None
-    cfg, changes, reason = hf_config(res.model, table, widths, layers)
-    if reason is None:
-        res.model.config = cfg
-    else:
-        log.info("the pruned model keeps its prunekit plan: %s", reason)
-    return {"loadable": reason is None, "config": changes, "reason": reason}
 
 
 def _model_label(model: nn.Module) -> str:
