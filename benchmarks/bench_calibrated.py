@@ -23,24 +23,33 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
+
+
+
+def _llama(layers: int, seq_len: int) -> Any:
+    """The random-init Llama both measurements use (hidden 768, 12 heads, vocabulary 32,000)."""
+    import torch
+    import transformers
+
+    cfg = transformers.LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048,
+                                   num_hidden_layers=layers, num_attention_heads=12, num_key_value_heads=12,
+                                   max_position_embeddings=max(seq_len, 256), tie_word_embeddings=False)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def _one(method: str, sequential: bool, samples: int, seq_len: int, layers: int, threads: int) -> dict:
     import torch
-    import transformers
 
     from prunekit.pruning.calibrated import prune_calibrated
     from prunekit.pruning.calibrated.memory import current_rss
 
     torch.set_num_threads(threads)
-    cfg = transformers.LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048,
-                                   num_hidden_layers=layers, num_attention_heads=12, num_key_value_heads=12,
-                                   max_position_embeddings=max(seq_len, 256), tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    model = _llama(layers, seq_len)
     params = sum(p.numel() for p in model.parameters())
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, cfg.vocab_size, (samples, seq_len), generator=g)
+    ids = torch.randint(0, model.config.vocab_size, (samples, seq_len), generator=g)
     data = [ids[i:i + 4] for i in range(0, samples, 4)]
     with torch.no_grad():  # warm-up: torch's code pages and thread pools count in RSS on first use, not here
         model(data[0])
@@ -71,11 +80,7 @@ def _one_llmc(method: str, samples: int, seq_len: int, layers: int, threads: int
     from prunekit.pruning.calibrated.memory import PeakRSS, current_rss
 
     torch.set_num_threads(threads)
-    cfg = transformers.LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048,
-                                   num_hidden_layers=layers, num_attention_heads=12, num_key_value_heads=12,
-                                   max_position_embeddings=max(seq_len, 256), tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    model = _llama(layers, seq_len)
     tk = Tokenizer(models.WordLevel({"[UNK]": 0, **{f"t{i}": i for i in range(1, 32000)}}, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     proc = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[UNK]")
@@ -84,7 +89,7 @@ def _one_llmc(method: str, samples: int, seq_len: int, layers: int, threads: int
     proc.save_pretrained(folder)
     model.config._name_or_path = folder  # oneshot re-reads the config from the model's folder
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, cfg.vocab_size, (samples, seq_len), generator=g)
+    ids = torch.randint(0, model.config.vocab_size, (samples, seq_len), generator=g)
     ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
     with torch.no_grad():
         model(ids[:4])

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from ..errors import PrunekitError
+from ..errors import CheckpointError, PrunekitError
 from ..pruning.masks import layer_sparsity, mask_counts
 from ..pruning.schedules import Schedule
 from ..pruning.scope import Scope, make_scope
@@ -207,3 +207,17 @@ def sparsity_logs(sp: Sparsifier, prefix: str = "sparsity", layers: bool = True,
     if revived:
         out[f"{prefix}/revived"] = float(sp.sparsity()["revived"])
     return out
+
+
+def advance_to(sp: Sparsifier, global_step: int, who: str) -> bool:
+    """Step ``sp`` up to the training loop's ``global_step`` (its optimizer steps); share the masks across ranks
+    when they changed and return whether they did. A Sparsifier ahead of the loop is state from another run."""
+    if sp.step_count > global_step:
+        raise CheckpointError(f"the Sparsifier is at step {sp.step_count}, the {who} at global step {global_step}: "
+                              "its state is from another run or checkpoint")
+    changed = False
+    while sp.step_count < global_step:
+        changed = sp.step() or changed
+    if changed:
+        broadcast_masks(sp)
+    return changed

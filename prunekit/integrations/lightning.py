@@ -44,7 +44,7 @@ from ..errors import CheckpointError, PrunekitError
 from ..pruning.schedules import Schedule
 from ..pruning.scope import Scope
 from ..pruning.sparsifier import Sparsifier
-from ._common import SparsifierSpec, attach, broadcast_masks, check_masked_zero, require, sparsity_logs
+from ._common import SparsifierSpec, advance_to, attach, broadcast_masks, check_masked_zero, require, sparsity_logs
 
 _L = require("lightning.pytorch", "lightning", "prunekit.integrations.lightning")
 from lightning.pytorch.callbacks import Callback  # noqa: E402  (after the check that names the extra)
@@ -176,16 +176,7 @@ class SparsityCallback(Callback):
 
     def _advance(self, trainer: Any) -> bool:
         """Step the Sparsifier to ``trainer.global_step``; return whether the masks changed."""
-        sp = self._sp()
-        if sp.step_count > trainer.global_step:
-            raise CheckpointError(f"the Sparsifier is at step {sp.step_count}, the trainer at global step "
-                                  f"{trainer.global_step}: its state is from another run or checkpoint")
-        changed = False
-        while sp.step_count < trainer.global_step:
-            changed = sp.step() or changed
-        if changed:
-            broadcast_masks(sp)
-        return changed
+        return advance_to(self._sp(), trainer.global_step, "trainer")
 
 
 class StructuredPruningCallback(Callback):

@@ -42,7 +42,7 @@ from ..errors import CheckpointError, PrunekitError
 from ..pruning.schedules import Schedule
 from ..pruning.scope import Scope
 from ..pruning.sparsifier import Sparsifier
-from ._common import SparsifierSpec, attach, broadcast_masks, check_masked_zero, require, sparsity_logs
+from ._common import SparsifierSpec, advance_to, attach, broadcast_masks, check_masked_zero, require, sparsity_logs
 
 _HF = require("transformers", "transformers", "prunekit.integrations.transformers")
 from transformers import TrainerCallback  # noqa: E402  (after the check that names the extra)
@@ -107,15 +107,7 @@ class SparsityCallback(TrainerCallback):
         self._sp().mask_gradients()  # after accumulation and DDP's all-reduce
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        sp = self._sp()
-        if sp.step_count > state.global_step:
-            raise CheckpointError(f"the Sparsifier is at step {sp.step_count}, the Trainer at global step "
-                                  f"{state.global_step}: its state is from another run or checkpoint")
-        changed = False
-        while sp.step_count < state.global_step:
-            changed = sp.step() or changed
-        if changed:
-            broadcast_masks(sp)
+        advance_to(self._sp(), state.global_step, "Trainer")
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.sparsifier is None or not state.is_world_process_zero:
